@@ -1,0 +1,245 @@
+//! The immutable metadata image and how records change it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use caudal_model::{LeaderEpoch, NodeId, PartitionIndex, ProducerId};
+use uuid::Uuid;
+
+use crate::record::{ConfigResource, MetadataRecord};
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub node_id: NodeId,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// One partition's placement and leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRegistration {
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    pub leader: NodeId,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: i32,
+}
+
+/// A topic and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: BTreeMap<PartitionIndex, PartitionRegistration>,
+}
+
+/// Everything the cluster knows, as of `last_applied` records. Cheap to clone (shared parts are
+/// behind `Arc`), never mutated once published.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    /// How many records have been applied.
+    pub last_applied: u64,
+    pub cluster_id: Option<String>,
+    pub brokers: Arc<BTreeMap<NodeId, BrokerRegistration>>,
+    topics_by_id: Arc<HashMap<Uuid, Arc<TopicImage>>>,
+    topic_ids_by_name: Arc<BTreeMap<String, Uuid>>,
+    configs: Arc<BTreeMap<ConfigResource, BTreeMap<String, String>>>,
+    /// Every producer id below this has been handed out.
+    pub next_producer_id: ProducerId,
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
+        self.topic_ids_by_name
+            .get(name)
+            .and_then(|id| self.topics_by_id.get(id))
+    }
+
+    pub fn topic_by_id(&self, topic_id: &Uuid) -> Option<&Arc<TopicImage>> {
+        self.topics_by_id.get(topic_id)
+    }
+
+    /// Topics in name order.
+    pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicImage>> {
+        self.topic_ids_by_name
+            .values()
+            .filter_map(|id| self.topics_by_id.get(id))
+    }
+
+    /// Dynamic configs set on a resource (not defaults).
+    pub fn configs(&self, resource: &ConfigResource) -> Option<&BTreeMap<String, String>> {
+        self.configs.get(resource)
+    }
+
+    /// The image after `record`. Records that name unknown entities are ignored with no effect:
+    /// the controller never writes them, and replay must not fail on history.
+    pub fn apply(&self, record: &MetadataRecord) -> MetadataImage {
+        let mut next = self.clone();
+        next.last_applied += 1;
+        match record {
+            MetadataRecord::Cluster { cluster_id } => next.cluster_id = Some(cluster_id.clone()),
+            MetadataRecord::RegisterBroker {
+                node_id,
+                host,
+                port,
+                rack,
+            } => {
+                Arc::make_mut(&mut next.brokers).insert(
+                    *node_id,
+                    BrokerRegistration {
+                        node_id: *node_id,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                    },
+                );
+            }
+            MetadataRecord::Topic { name, topic_id } => {
+                Arc::make_mut(&mut next.topic_ids_by_name).insert(name.clone(), *topic_id);
+                Arc::make_mut(&mut next.topics_by_id).insert(
+                    *topic_id,
+                    Arc::new(TopicImage {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions: BTreeMap::new(),
+                    }),
+                );
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                if let Some(topic) = Arc::make_mut(&mut next.topics_by_id).get_mut(topic_id) {
+                    Arc::make_mut(topic).partitions.insert(
+                        *partition,
+                        PartitionRegistration {
+                            replicas: replicas.clone(),
+                            isr: isr.clone(),
+                            leader: *leader,
+                            leader_epoch: *leader_epoch,
+                            partition_epoch: *partition_epoch,
+                        },
+                    );
+                }
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                if let Some(topic) = Arc::make_mut(&mut next.topics_by_id).remove(topic_id) {
+                    Arc::make_mut(&mut next.topic_ids_by_name).remove(&topic.name);
+                    Arc::make_mut(&mut next.configs)
+                        .remove(&ConfigResource::Topic(topic.name.clone()));
+                }
+            }
+            MetadataRecord::Config {
+                resource,
+                name,
+                value,
+            } => {
+                let configs = Arc::make_mut(&mut next.configs);
+                match value {
+                    Some(value) => {
+                        configs
+                            .entry(resource.clone())
+                            .or_default()
+                            .insert(name.clone(), value.clone());
+                    }
+                    None => {
+                        if let Some(entries) = configs.get_mut(resource) {
+                            entries.remove(name);
+                            if entries.is_empty() {
+                                configs.remove(resource);
+                            }
+                        }
+                    }
+                }
+            }
+            MetadataRecord::ProducerIds {
+                next_producer_id, ..
+            } => {
+                next.next_producer_id = next.next_producer_id.max(*next_producer_id);
+            }
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, id: u128) -> MetadataRecord {
+        MetadataRecord::Topic {
+            name: name.into(),
+            topic_id: Uuid::from_u128(id),
+        }
+    }
+
+    fn partition(id: u128, index: i32) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id: Uuid::from_u128(id),
+            partition: PartitionIndex(index),
+            replicas: vec![NodeId(1)],
+            isr: vec![NodeId(1)],
+            leader: NodeId(1),
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn topics_partitions_and_configs_fold_into_the_image() {
+        let records = [
+            topic("b", 2),
+            topic("a", 1),
+            partition(1, 0),
+            partition(1, 1),
+            partition(2, 0),
+            MetadataRecord::Config {
+                resource: ConfigResource::Topic("a".into()),
+                name: "retention.ms".into(),
+                value: Some("1000".into()),
+            },
+        ];
+        let image = records
+            .iter()
+            .fold(MetadataImage::default(), |image, record| image.apply(record));
+        assert_eq!(image.last_applied, 6);
+        let names: Vec<_> = image.topics().map(|topic| topic.name.clone()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(image.topic("a").unwrap().partitions.len(), 2);
+        assert_eq!(
+            image.configs(&ConfigResource::Topic("a".into())).unwrap()["retention.ms"],
+            "1000"
+        );
+
+        let removed = image.apply(&MetadataRecord::RemoveTopic {
+            topic_id: Uuid::from_u128(1),
+        });
+        assert!(removed.topic("a").is_none());
+        assert!(removed.configs(&ConfigResource::Topic("a".into())).is_none());
+        // The earlier image is untouched.
+        assert!(image.topic("a").is_some());
+    }
+
+    #[test]
+    fn records_for_unknown_topics_are_ignored_and_producer_ids_only_grow() {
+        let image = MetadataImage::default()
+            .apply(&partition(9, 0))
+            .apply(&MetadataRecord::ProducerIds {
+                node_id: NodeId(1),
+                next_producer_id: ProducerId(1000),
+            })
+            .apply(&MetadataRecord::ProducerIds {
+                node_id: NodeId(1),
+                next_producer_id: ProducerId(10),
+            });
+        assert!(image.topic_by_id(&Uuid::from_u128(9)).is_none());
+        assert_eq!(image.next_producer_id, ProducerId(1000));
+    }
+}
