@@ -208,7 +208,9 @@ mod tests {
         ];
         let image = records
             .iter()
-            .fold(MetadataImage::default(), |image, record| image.apply(record));
+            .fold(MetadataImage::default(), |image, record| {
+                image.apply(record)
+            });
         assert_eq!(image.last_applied, 6);
         let names: Vec<_> = image.topics().map(|topic| topic.name.clone()).collect();
         assert_eq!(names, ["a", "b"]);
@@ -222,7 +224,11 @@ mod tests {
             topic_id: Uuid::from_u128(1),
         });
         assert!(removed.topic("a").is_none());
-        assert!(removed.configs(&ConfigResource::Topic("a".into())).is_none());
+        assert!(
+            removed
+                .configs(&ConfigResource::Topic("a".into()))
+                .is_none()
+        );
         // The earlier image is untouched.
         assert!(image.topic("a").is_some());
     }

@@ -8,12 +8,14 @@
 //!
 //! Modules:
 //! - [`record`]: the records and their (versioned, CRC-framed) file encoding.
+//! - [`config`]: Kafka config names, defaults, synonyms and validation.
 //! - [`image`]: `MetadataImage` and how a record changes it.
 //!
 //! Invariants: pure — no I/O, no async, no network; applying the same records in the same order
 //! always yields the same image. An image is never mutated after it is published: `apply` returns a
 //! new one.
 
+pub mod config;
 pub mod image;
 pub mod record;
 

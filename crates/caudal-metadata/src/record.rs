@@ -19,14 +19,19 @@ pub enum ConfigResource {
 #[serde(tag = "type")]
 pub enum MetadataRecord {
     /// The cluster id, written once when the cluster is formed.
-    Cluster { cluster_id: String },
+    Cluster {
+        cluster_id: String,
+    },
     RegisterBroker {
         node_id: NodeId,
         host: String,
         port: u16,
         rack: Option<String>,
     },
-    Topic { name: String, topic_id: Uuid },
+    Topic {
+        name: String,
+        topic_id: Uuid,
+    },
     Partition {
         topic_id: Uuid,
         partition: PartitionIndex,
@@ -36,7 +41,9 @@ pub enum MetadataRecord {
         leader_epoch: LeaderEpoch,
         partition_epoch: i32,
     },
-    RemoveTopic { topic_id: Uuid },
+    RemoveTopic {
+        topic_id: Uuid,
+    },
     /// Sets (`Some`) or removes (`None`) one dynamic config.
     Config {
         resource: ConfigResource,

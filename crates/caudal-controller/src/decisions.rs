@@ -1,0 +1,540 @@
+//! The controller's decisions as pure functions: current image + request → records + result.
+//!
+//! The rules are Apache Kafka's (`Topic.validate`, `ReplicationControlManager.createTopic`,
+//! `createPartitions`, `deleteTopics`), with the same error cases and messages in spirit.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use caudal_metadata::config::{ConfigError, validate_topic_configs};
+use caudal_metadata::{ConfigResource, MetadataImage, MetadataRecord};
+use caudal_model::{LeaderEpoch, NodeId, PartitionIndex, ProducerId};
+use uuid::Uuid;
+
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
+/// How many producer ids one InitProducerId block hands a broker (Kafka's block size).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// Why the controller refused a request. The broker maps each variant to one Kafka error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("Topic '{name}' already exists.")]
+    TopicAlreadyExists { name: String },
+    #[error("{reason}")]
+    InvalidTopic { reason: String },
+    #[error("{reason}")]
+    InvalidPartitions { reason: String },
+    #[error("{reason}")]
+    InvalidReplicationFactor { reason: String },
+    #[error("{reason}")]
+    InvalidReplicaAssignment { reason: String },
+    #[error("{0}")]
+    InvalidConfig(#[from] ConfigError),
+    #[error("{reason}")]
+    InvalidRequest { reason: String },
+    #[error("This server does not host this topic-partition.")]
+    UnknownTopic { name: String },
+    #[error("This server does not host this topic ID.")]
+    UnknownTopicId { topic_id: Uuid },
+    #[error("Topic deletion is disabled.")]
+    TopicDeletionDisabled,
+    #[error(transparent)]
+    MetadataLog(#[from] crate::log::MetadataLogError),
+}
+
+/// Checks a topic name against Kafka's rules: 1–249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
+    let invalid = |reason: String| Err(ControllerError::InvalidTopic { reason });
+    if name.is_empty() {
+        return invalid("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return invalid("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > TOPIC_NAME_LENGTH_MAX {
+        return invalid(format!(
+            "Topic name is illegal, it can't be longer than {TOPIC_NAME_LENGTH_MAX} characters, topic name: {name}"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+    {
+        return invalid(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// `.` and `_` collide in metric names, so Kafka refuses topics that differ only by them.
+fn collision_key(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+/// Broker-level defaults for topic creation.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicDefaults {
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+}
+
+/// A CreateTopics entry, already decoded.
+#[derive(Debug, Clone, Default)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1 = the broker default.
+    pub num_partitions: i32,
+    /// -1 = the broker default.
+    pub replication_factor: i16,
+    /// Explicit replica assignment per partition, if given.
+    pub assignments: BTreeMap<i32, Vec<NodeId>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The topic a successful creation produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedTopic {
+    pub topic_id: Uuid,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+}
+
+fn registered_brokers(image: &MetadataImage) -> Vec<NodeId> {
+    image.brokers.keys().copied().collect()
+}
+
+/// Replicas for `count` partitions starting at `first`, spread round-robin over the brokers.
+fn place_replicas(
+    brokers: &[NodeId],
+    first: i32,
+    count: i32,
+    replication_factor: i16,
+) -> Vec<Vec<NodeId>> {
+    debug_assert!(!brokers.is_empty() && replication_factor as usize <= brokers.len());
+    (first..first + count)
+        .map(|partition| {
+            (0..replication_factor as usize)
+                .map(|replica| brokers[(partition as usize + replica) % brokers.len()])
+                .collect()
+        })
+        .collect()
+}
+
+fn partition_record(topic_id: Uuid, partition: i32, replicas: Vec<NodeId>) -> MetadataRecord {
+    MetadataRecord::Partition {
+        topic_id,
+        partition: PartitionIndex(partition),
+        leader: replicas[0],
+        isr: replicas.clone(),
+        replicas,
+        leader_epoch: LeaderEpoch(0),
+        partition_epoch: 0,
+    }
+}
+
+fn validate_assignment(
+    brokers: &[NodeId],
+    partition: i32,
+    replicas: &[NodeId],
+) -> Result<(), ControllerError> {
+    let invalid = |reason: String| Err(ControllerError::InvalidReplicaAssignment { reason });
+    if replicas.is_empty() {
+        return invalid(format!(
+            "The manual partition assignment includes an empty replica list for partition {partition}."
+        ));
+    }
+    let unique: BTreeSet<_> = replicas.iter().collect();
+    if unique.len() != replicas.len() {
+        return invalid(format!(
+            "The manual partition assignment includes duplicate replicas for partition {partition}."
+        ));
+    }
+    if let Some(missing) = replicas.iter().find(|replica| !brokers.contains(replica)) {
+        return invalid(format!(
+            "The manual partition assignment includes broker {missing}, but no such broker is registered."
+        ));
+    }
+    Ok(())
+}
+
+/// Decides a topic creation: the records to write and what was created.
+pub fn create_topic(
+    image: &MetadataImage,
+    topic: &NewTopic,
+    defaults: TopicDefaults,
+) -> Result<(Vec<MetadataRecord>, CreatedTopic), ControllerError> {
+    validate_topic_name(&topic.name)?;
+    if image.topic(&topic.name).is_some() {
+        return Err(ControllerError::TopicAlreadyExists {
+            name: topic.name.clone(),
+        });
+    }
+    let key = collision_key(&topic.name);
+    if let Some(existing) = image
+        .topics()
+        .find(|existing| collision_key(&existing.name) == key)
+    {
+        return Err(ControllerError::InvalidTopic {
+            reason: format!(
+                "Topic '{}' collides with existing topic: {}",
+                topic.name, existing.name
+            ),
+        });
+    }
+    validate_topic_configs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let brokers = registered_brokers(image);
+    let placements: Vec<Vec<NodeId>> = if topic.assignments.is_empty() {
+        let num_partitions = if topic.num_partitions == -1 {
+            defaults.num_partitions
+        } else {
+            topic.num_partitions
+        };
+        let replication_factor = if topic.replication_factor == -1 {
+            defaults.replication_factor
+        } else {
+            topic.replication_factor
+        };
+        if num_partitions <= 0 {
+            return Err(ControllerError::InvalidPartitions {
+                reason: "Number of partitions was set to an invalid non-positive value.".into(),
+            });
+        }
+        if replication_factor <= 0 {
+            return Err(ControllerError::InvalidReplicationFactor {
+                reason: "Replication factor must be larger than 0, or -1 to use the default value."
+                    .into(),
+            });
+        }
+        if replication_factor as usize > brokers.len() {
+            return Err(ControllerError::InvalidReplicationFactor {
+                reason: format!(
+                    "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.",
+                    brokers.len()
+                ),
+            });
+        }
+        place_replicas(&brokers, 0, num_partitions, replication_factor)
+    } else {
+        if topic.num_partitions != -1 || topic.replication_factor != -1 {
+            return Err(ControllerError::InvalidRequest {
+                reason: "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
+            });
+        }
+        let mut placements = Vec::new();
+        for (expected, (partition, replicas)) in topic.assignments.iter().enumerate() {
+            if *partition != expected as i32 {
+                return Err(ControllerError::InvalidReplicaAssignment {
+                    reason: "Partitions should be a consecutive 0-based integer sequence".into(),
+                });
+            }
+            validate_assignment(&brokers, *partition, replicas)?;
+            placements.push(replicas.clone());
+        }
+        placements
+    };
+    let topic_id = Uuid::new_v4();
+    let mut records = vec![MetadataRecord::Topic {
+        name: topic.name.clone(),
+        topic_id,
+    }];
+    for (name, value) in &topic.configs {
+        records.push(MetadataRecord::Config {
+            resource: ConfigResource::Topic(topic.name.clone()),
+            name: name.clone(),
+            value: Some(value.clone()),
+        });
+    }
+    let replication_factor = placements[0].len() as i16;
+    let num_partitions = placements.len() as i32;
+    for (partition, replicas) in placements.into_iter().enumerate() {
+        records.push(partition_record(topic_id, partition as i32, replicas));
+    }
+    Ok((
+        records,
+        CreatedTopic {
+            topic_id,
+            num_partitions,
+            replication_factor,
+        },
+    ))
+}
+
+/// Which topic a DeleteTopics entry names.
+#[derive(Debug, Clone)]
+pub enum TopicRef {
+    Name(String),
+    Id(Uuid),
+}
+
+/// Decides a topic deletion.
+pub fn delete_topic(
+    image: &MetadataImage,
+    topic: &TopicRef,
+    deletion_enabled: bool,
+) -> Result<(Vec<MetadataRecord>, (String, Uuid)), ControllerError> {
+    let found = match topic {
+        TopicRef::Name(name) => image
+            .topic(name)
+            .ok_or_else(|| ControllerError::UnknownTopic { name: name.clone() })?,
+        TopicRef::Id(topic_id) => {
+            image
+                .topic_by_id(topic_id)
+                .ok_or(ControllerError::UnknownTopicId {
+                    topic_id: *topic_id,
+                })?
+        }
+    };
+    if !deletion_enabled {
+        return Err(ControllerError::TopicDeletionDisabled);
+    }
+    Ok((
+        vec![MetadataRecord::RemoveTopic {
+            topic_id: found.topic_id,
+        }],
+        (found.name.clone(), found.topic_id),
+    ))
+}
+
+/// Decides a CreatePartitions entry: grow `name` to `count` partitions.
+pub fn create_partitions(
+    image: &MetadataImage,
+    name: &str,
+    count: i32,
+    assignments: Option<&[Vec<NodeId>]>,
+) -> Result<Vec<MetadataRecord>, ControllerError> {
+    let topic = image
+        .topic(name)
+        .ok_or_else(|| ControllerError::UnknownTopic { name: name.into() })?;
+    let current = topic.partitions.len() as i32;
+    if count < current {
+        return Err(ControllerError::InvalidPartitions {
+            reason: format!(
+                "The topic {name} currently has {current} partition(s); {count} would not be an increase."
+            ),
+        });
+    }
+    if count == current {
+        return Err(ControllerError::InvalidPartitions {
+            reason: format!("Topic already has {current} partition(s)."),
+        });
+    }
+    let brokers = registered_brokers(image);
+    let added = count - current;
+    let placements = match assignments {
+        Some(assignments) => {
+            if assignments.len() as i32 != added {
+                return Err(ControllerError::InvalidReplicaAssignment {
+                    reason: format!(
+                        "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+                        assignments.len()
+                    ),
+                });
+            }
+            for (offset, replicas) in assignments.iter().enumerate() {
+                validate_assignment(&brokers, current + offset as i32, replicas)?;
+            }
+            assignments.to_vec()
+        }
+        None => {
+            let replication_factor = topic
+                .partitions
+                .values()
+                .next()
+                .map_or(1, |partition| partition.replicas.len() as i16);
+            if replication_factor as usize > brokers.len() {
+                return Err(ControllerError::InvalidReplicationFactor {
+                    reason: format!(
+                        "Unable to replicate the partition {replication_factor} time(s): only {} broker(s) are registered.",
+                        brokers.len()
+                    ),
+                });
+            }
+            place_replicas(&brokers, current, added, replication_factor)
+        }
+    };
+    Ok(placements
+        .into_iter()
+        .enumerate()
+        .map(|(offset, replicas)| {
+            partition_record(topic.topic_id, current + offset as i32, replicas)
+        })
+        .collect())
+}
+
+/// Decides the next producer-id block for `node_id`: `[start, start + PRODUCER_ID_BLOCK_SIZE)`.
+pub fn allocate_producer_ids(
+    image: &MetadataImage,
+    node_id: NodeId,
+) -> (Vec<MetadataRecord>, ProducerId) {
+    let start = image.next_producer_id;
+    (
+        vec![MetadataRecord::ProducerIds {
+            node_id,
+            next_producer_id: ProducerId(start.0 + PRODUCER_ID_BLOCK_SIZE),
+        }],
+        start,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_with_brokers(count: i32) -> MetadataImage {
+        (1..=count).fold(MetadataImage::default(), |image, node| {
+            image.apply(&MetadataRecord::RegisterBroker {
+                node_id: NodeId(node),
+                host: "127.0.0.1".into(),
+                port: 9092,
+                rack: None,
+            })
+        })
+    }
+
+    fn apply(image: &MetadataImage, records: &[MetadataRecord]) -> MetadataImage {
+        records
+            .iter()
+            .fold(image.clone(), |image, record| image.apply(record))
+    }
+
+    const DEFAULTS: TopicDefaults = TopicDefaults {
+        num_partitions: 1,
+        replication_factor: 1,
+    };
+
+    fn new_topic(name: &str, partitions: i32, replication_factor: i16) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor,
+            ..NewTopic::default()
+        }
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        for good in ["a", "orders.v1", "A-b_c.9", &"x".repeat(249)] {
+            assert!(validate_topic_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "has space",
+            "ümlaut",
+            "slash/",
+            &"x".repeat(250),
+        ] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn creates_topics_with_defaults_and_spreads_replicas() {
+        let image = image_with_brokers(3);
+        let (records, created) = create_topic(&image, &new_topic("t", 6, 2), DEFAULTS).unwrap();
+        assert_eq!(created.num_partitions, 6);
+        let image = apply(&image, &records);
+        let topic = image.topic("t").unwrap();
+        assert_eq!(topic.partitions.len(), 6);
+        let leaders: BTreeSet<_> = topic.partitions.values().map(|p| p.leader).collect();
+        assert_eq!(leaders.len(), 3);
+        assert!(
+            topic
+                .partitions
+                .values()
+                .all(|p| p.replicas.len() == 2 && p.isr == p.replicas)
+        );
+
+        let (records, created) = create_topic(&image, &new_topic("d", -1, -1), DEFAULTS).unwrap();
+        assert_eq!((created.num_partitions, created.replication_factor), (1, 1));
+        assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn refuses_what_kafka_refuses() {
+        let image = image_with_brokers(1);
+        let (records, _) = create_topic(&image, &new_topic("a.b", 1, 1), DEFAULTS).unwrap();
+        let image = apply(&image, &records);
+        assert!(matches!(
+            create_topic(&image, &new_topic("a.b", 1, 1), DEFAULTS),
+            Err(ControllerError::TopicAlreadyExists { .. })
+        ));
+        assert!(matches!(
+            create_topic(&image, &new_topic("a_b", 1, 1), DEFAULTS),
+            Err(ControllerError::InvalidTopic { .. })
+        ));
+        assert!(matches!(
+            create_topic(&image, &new_topic("z", 0, 1), DEFAULTS),
+            Err(ControllerError::InvalidPartitions { .. })
+        ));
+        assert!(matches!(
+            create_topic(&image, &new_topic("z", 1, 3), DEFAULTS),
+            Err(ControllerError::InvalidReplicationFactor { .. })
+        ));
+        let mut with_config = new_topic("z", 1, 1);
+        with_config
+            .configs
+            .insert("retention.ms".into(), "soon".into());
+        assert!(matches!(
+            create_topic(&image, &with_config, DEFAULTS),
+            Err(ControllerError::InvalidConfig(_))
+        ));
+        let mut assigned = new_topic("z", 1, -1);
+        assigned.assignments.insert(0, vec![NodeId(1)]);
+        assert!(matches!(
+            create_topic(&image, &assigned, DEFAULTS),
+            Err(ControllerError::InvalidRequest { .. })
+        ));
+        let mut bad_broker = new_topic("z", -1, -1);
+        bad_broker.assignments.insert(0, vec![NodeId(5)]);
+        assert!(matches!(
+            create_topic(&image, &bad_broker, DEFAULTS),
+            Err(ControllerError::InvalidReplicaAssignment { .. })
+        ));
+    }
+
+    #[test]
+    fn deletes_and_grows_topics() {
+        let image = image_with_brokers(1);
+        let (records, created) = create_topic(&image, &new_topic("t", 2, 1), DEFAULTS).unwrap();
+        let image = apply(&image, &records);
+        let grown = apply(&image, &create_partitions(&image, "t", 5, None).unwrap());
+        assert_eq!(grown.topic("t").unwrap().partitions.len(), 5);
+        assert!(matches!(
+            create_partitions(&grown, "t", 5, None),
+            Err(ControllerError::InvalidPartitions { .. })
+        ));
+        assert!(matches!(
+            create_partitions(&grown, "t", 3, None),
+            Err(ControllerError::InvalidPartitions { .. })
+        ));
+        assert!(matches!(
+            create_partitions(&grown, "t", 7, Some(&[vec![NodeId(1)]])),
+            Err(ControllerError::InvalidReplicaAssignment { .. })
+        ));
+        assert!(matches!(
+            delete_topic(&grown, &TopicRef::Name("t".into()), false),
+            Err(ControllerError::TopicDeletionDisabled)
+        ));
+        let (records, (name, _)) =
+            delete_topic(&grown, &TopicRef::Id(created.topic_id), true).unwrap();
+        assert_eq!(name, "t");
+        assert!(apply(&grown, &records).topic("t").is_none());
+        assert!(matches!(
+            delete_topic(&grown, &TopicRef::Name("nope".into()), true),
+            Err(ControllerError::UnknownTopic { .. })
+        ));
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let image = image_with_brokers(1);
+        let (records, first) = allocate_producer_ids(&image, NodeId(1));
+        let image = apply(&image, &records);
+        let (_, second) = allocate_producer_ids(&image, NodeId(1));
+        assert_eq!(first, ProducerId(0));
+        assert_eq!(second, ProducerId(PRODUCER_ID_BLOCK_SIZE));
+    }
+}

@@ -1,0 +1,23 @@
+//! # caudal-controller
+//!
+//! The metadata controller: it decides what the cluster's metadata becomes (topics, partitions and
+//! their leaders, configs, producer-id blocks) and makes those decisions durable as records.
+//!
+//! - [`decisions`]: the state machine. Each operation takes the current `MetadataImage` and a
+//!   request and returns the records to append plus the result for the caller; no I/O, unit-tested
+//!   without files or sockets (STYLE habit 2).
+//! - [`log`]: the metadata log file: CRC-framed records, fsynced on append, replayed at startup with
+//!   a torn tail truncated.
+//! - [`controller`]: the single-node runtime: serialises writes, appends the records, applies them
+//!   and publishes the new image to subscribers (the broker).
+//!
+//! Invariants: an image is published only after its records are durable; records are applied in
+//! log order and replay reproduces the same image. With the Raft quorum (openraft) the `log` module
+//! becomes the Raft log store and `controller` the leader's write path; `decisions` stays as is.
+
+pub mod controller;
+pub mod decisions;
+pub mod log;
+
+pub use controller::Controller;
+pub use decisions::{ControllerError, NewTopic, TopicDefaults};
