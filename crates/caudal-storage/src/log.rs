@@ -13,7 +13,7 @@
 
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak, mpsc};
 
 use bytes::Bytes;
@@ -183,6 +183,8 @@ pub struct PartitionLog {
     log_end_offset: AtomicI64,
     log_start_offset: AtomicI64,
     recovery_point: AtomicI64,
+    /// fsync rounds performed by `flush_to` (a metric; Kafka's LogFlushRate).
+    flush_count: AtomicU64,
     closed: AtomicBool,
     failure: Arc<DirFailure>,
     flusher: Option<mpsc::Sender<FlusherMessage>>,
@@ -294,6 +296,7 @@ impl PartitionLog {
             log_end_offset: AtomicI64::new(parts.log_end_offset.0),
             log_start_offset: AtomicI64::new(parts.log_start_offset.0),
             recovery_point: AtomicI64::new(parts.recovery_point.0),
+            flush_count: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             failure: parts.context.failure,
             flusher: parts.context.flusher,
@@ -329,6 +332,12 @@ impl PartitionLog {
     /// Every offset below the recovery point is on disk (fsynced).
     pub fn recovery_point(&self) -> Offset {
         Offset(self.recovery_point.load(Ordering::Acquire))
+    }
+
+    /// How many fsync rounds `flush_to` has performed (callers covered by a concurrent round do
+    /// not add one).
+    pub fn flush_count(&self) -> u64 {
+        self.flush_count.load(Ordering::Relaxed)
     }
 
     pub fn config(&self) -> LogConfig {
@@ -727,6 +736,7 @@ impl PartitionLog {
             Ok(())
         })();
         self.note_fatal(synced)?;
+        self.flush_count.fetch_add(1, Ordering::Relaxed);
         self.recovery_point.fetch_max(target.0, Ordering::AcqRel);
         Ok(self.recovery_point())
     }
