@@ -287,7 +287,8 @@ impl RecordBatchHeader {
 pub fn stamp_offset_and_epoch(buf: &mut [u8], base_offset: Offset, leader_epoch: LeaderEpoch) {
     debug_assert!(buf.len() >= HEADER_BYTES);
     buf[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.0.to_be_bytes());
-    buf[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.0.to_be_bytes());
+    buf[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4]
+        .copy_from_slice(&leader_epoch.0.to_be_bytes());
 }
 
 /// Marks the batch at `buf[0]` as `LogAppendTime` with `max_timestamp = append_time` and
@@ -365,7 +366,9 @@ pub fn build_batch(
 ) -> Vec<u8> {
     let mut buf = Vec::with_capacity(HEADER_BYTES + records.len());
     buf.extend_from_slice(&base_offset.0.to_be_bytes());
-    buf.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes());
+    buf.extend_from_slice(
+        &((HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes(),
+    );
     buf.extend_from_slice(&0i32.to_be_bytes());
     buf.push(MAGIC_V2 as u8);
     buf.extend_from_slice(&0u32.to_be_bytes());

@@ -122,7 +122,10 @@ mod tests {
         let frame = Bytes::from_static(&[0, 3, 0x7f, 0, 0, 0, 0, 5]);
         assert!(matches!(
             decode_request(frame),
-            Err(RequestDecodeError::UnknownVersion { api_key: ApiKey::Metadata, .. })
+            Err(RequestDecodeError::UnknownVersion {
+                api_key: ApiKey::Metadata,
+                ..
+            })
         ));
         assert!(matches!(
             decode_request(Bytes::from_static(&[0, 3])),

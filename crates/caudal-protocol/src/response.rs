@@ -1,9 +1,7 @@
 //! Encoding responses (broker side) and requests / decoding responses (client side).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
-};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 /// Why a message could not be encoded or a response decoded.
@@ -45,7 +43,9 @@ pub fn encode_response(
         .map_err(encode_error)?;
     let mut buf = BytesMut::with_capacity(4 + size);
     buf.put_i32(size as i32);
-    header.encode(&mut buf, header_version).map_err(encode_error)?;
+    header
+        .encode(&mut buf, header_version)
+        .map_err(encode_error)?;
     body.encode(&mut buf, version).map_err(encode_error)?;
     debug_assert_eq!(buf.len(), 4 + size);
     Ok(buf.freeze())
@@ -72,11 +72,10 @@ fn body_size(body: &ResponseKind, version: i16) -> anyhow::Result<usize> {
 
 /// Encodes a request with its size prefix (client side).
 pub fn encode_request(header: &RequestHeader, body: &RequestKind) -> Result<Bytes, CodecError> {
-    let api_key = ApiKey::try_from(header.request_api_key).map_err(|()| {
-        CodecError::UnknownApiKey {
+    let api_key =
+        ApiKey::try_from(header.request_api_key).map_err(|()| CodecError::UnknownApiKey {
             api_key: header.request_api_key,
-        }
-    })?;
+        })?;
     let version = header.request_api_version;
     let encode_error = |error: anyhow::Error| CodecError::Encode {
         api_key,

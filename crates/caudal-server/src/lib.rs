@@ -1,1 +1,30 @@
-//! placeholder
+//! # caudal-server
+//!
+//! The Kafka broker: a tokio listener, one task per connection with pipelined requests and
+//! responses in request order, and one handler module per Kafka API.
+//!
+//! Modules:
+//! - [`config`]: broker configuration by Kafka names, from defaults, file, environment and flags.
+//! - [`broker`]: the broker's shared state (controller, log manager, hosted partitions), startup,
+//!   the accept loop, background flush/checkpoint tasks, graceful shutdown.
+//! - [`partition`]: a hosted partition: log, leader epoch, append notifications, durability waits.
+//! - [`connection`]: the per-connection pipeline (DESIGN §4).
+//! - [`handlers`]: one module per API with its version range; the table there is the single
+//!   source of the ApiVersions response.
+//! - [`errors`]: typed errors → Kafka error codes, one exhaustive `match` per error type.
+//! - [`alloc_guard`]: the global allocator that keeps hostile array counts from aborting.
+//!
+//! Invariants: only this crate knows there is a network. Nothing here panics on bytes from a
+//! client: every frame is decoded into a `Result`, every length is bounded. A partition's appends
+//! happen in arrival order per connection; responses leave in request order; `acks=0` gets none.
+
+pub mod alloc_guard;
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod errors;
+pub mod handlers;
+pub mod partition;
+
+pub use broker::{Broker, BrokerHandle, start};
+pub use config::{BrokerConfig, ConfigLayer};

@@ -1,0 +1,449 @@
+//! The broker: owns the controller, the log manager and the hosted partitions, and runs the
+//! listener and background tasks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use caudal_controller::controller::NodeRegistration;
+use caudal_controller::decisions::allocate_producer_ids;
+use caudal_controller::{Controller, ControllerError};
+use caudal_metadata::config::{ResolvedConfig, resolve_topic_configs};
+use caudal_metadata::{ConfigResource, MetadataImage};
+use caudal_model::{ProducerId, TimestampMs, TopicPartition};
+use caudal_storage::{LogManager, StorageError};
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::BrokerConfig;
+use crate::partition::{Partition, settings_from_configs};
+
+/// Name of the metadata log directory inside the data directory. It has no `-<partition>` suffix,
+/// so it can never be mistaken for a partition directory.
+pub const METADATA_DIR: &str = "__cluster_metadata";
+/// The file that ties a data directory to one node of one cluster.
+pub const META_PROPERTIES: &str = "meta.properties";
+/// How often recovery points are checkpointed (Kafka's `log.flush.offset.checkpoint.interval.ms`).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    MetaProperties(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> TimestampMs {
+    let elapsed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    TimestampMs(elapsed.as_millis() as i64)
+}
+
+/// A block of producer ids this broker hands out: `[next, end)`.
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
+}
+
+/// Shared broker state; handlers get an `Arc<Broker>`.
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub controller: Controller,
+    pub logs: LogManager,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    reconcile_lock: Mutex<()>,
+    producer_ids: Mutex<ProducerIdBlock>,
+    pub shutdown: CancellationToken,
+    pub connections: Arc<Semaphore>,
+}
+
+impl Broker {
+    /// Opens the data directory, replays metadata, loads and recovers logs.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Self>, StartError> {
+        let data_dir = &config.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let controller = Controller::open(
+            &data_dir.join(METADATA_DIR),
+            &NodeRegistration {
+                node_id: config.node_id,
+                host: config.advertised_host.clone(),
+                port: config.advertised_port,
+                rack: config.broker_rack.clone(),
+            },
+        )?;
+        check_meta_properties(&config, &controller.image())?;
+        let logs = LogManager::open(data_dir, now_ms())?;
+        for report in logs.recovery_report() {
+            tracing::info!(?report, "log recovery");
+        }
+        let connections_max = config.connections_max.min(Semaphore::MAX_PERMITS);
+        let broker = Arc::new(Self {
+            config,
+            controller,
+            logs,
+            partitions: RwLock::new(HashMap::new()),
+            reconcile_lock: Mutex::new(()),
+            producer_ids: Mutex::new(ProducerIdBlock { next: 0, end: 0 }),
+            shutdown: CancellationToken::new(),
+            connections: Arc::new(Semaphore::new(connections_max)),
+        });
+        broker.reconcile()?;
+        Ok(broker)
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.controller.image()
+    }
+
+    pub fn partition(&self, topic_partition: &TopicPartition) -> Option<Arc<Partition>> {
+        self.partitions.read().get(topic_partition).cloned()
+    }
+
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().values().cloned().collect()
+    }
+
+    /// A topic's effective configs (its own, then the broker's synonyms, then defaults).
+    pub fn topic_configs(&self, image: &MetadataImage, topic: &str) -> Vec<ResolvedConfig> {
+        resolve_topic_configs(
+            image.configs(&ConfigResource::Topic(topic.to_string())),
+            &self.config.values,
+        )
+    }
+
+    /// Makes the hosted partitions match the metadata image: opens or creates logs for partitions
+    /// this node replicates, applies config changes, and deletes logs of removed topics. Called at
+    /// startup and after every metadata write; idempotent.
+    pub fn reconcile(&self) -> Result<(), StorageError> {
+        let _guard = self.reconcile_lock.lock();
+        let image = self.image();
+        let now = now_ms();
+        let node_id = self.config.node_id;
+        let mut wanted = HashMap::new();
+        for topic in image.topics() {
+            let resolved = self.topic_configs(&image, &topic.name);
+            let (log_config, settings) = settings_from_configs(&resolved);
+            for (index, registration) in &topic.partitions {
+                if !registration.replicas.contains(&node_id) {
+                    continue;
+                }
+                let topic_partition = TopicPartition::new(topic.name.clone(), *index);
+                let existing = self.partitions.read().get(&topic_partition).cloned();
+                let partition = match existing {
+                    Some(partition) if partition.topic_id == topic.topic_id => {
+                        if partition.settings() != settings {
+                            partition.update_settings(log_config, settings.clone());
+                        }
+                        partition
+                    }
+                    _ => {
+                        let log = match self.logs.get(&topic_partition) {
+                            Some(log) if log.topic_id() == topic.topic_id => {
+                                log.update_config(log_config);
+                                log
+                            }
+                            Some(stale) => {
+                                tracing::warn!(
+                                    partition = %topic_partition, stale_topic_id = %stale.topic_id(),
+                                    topic_id = %topic.topic_id,
+                                    "deleting the log of an earlier topic with the same name"
+                                );
+                                self.logs.delete_log(&topic_partition)?;
+                                self.logs.create_log(
+                                    &topic_partition,
+                                    topic.topic_id,
+                                    log_config,
+                                    now,
+                                )?
+                            }
+                            None => self.logs.create_log(
+                                &topic_partition,
+                                topic.topic_id,
+                                log_config,
+                                now,
+                            )?,
+                        };
+                        Arc::new(Partition::new(
+                            log,
+                            registration.leader_epoch,
+                            settings.clone(),
+                            now,
+                        ))
+                    }
+                };
+                partition.set_leader_epoch(registration.leader_epoch);
+                wanted.insert(topic_partition, partition);
+            }
+        }
+        let removed: Vec<TopicPartition> = self
+            .partitions
+            .read()
+            .keys()
+            .filter(|key| !wanted.contains_key(*key))
+            .cloned()
+            .collect();
+        *self.partitions.write() = wanted;
+        for topic_partition in removed {
+            tracing::info!(partition = %topic_partition, "deleting log of removed partition");
+            self.logs.delete_log(&topic_partition)?;
+        }
+        for log in self.logs.logs() {
+            let topic_partition = log.topic_partition();
+            if self.partitions.read().get(topic_partition).is_none() {
+                tracing::warn!(
+                    partition = %topic_partition, topic_id = %log.topic_id(),
+                    "log on disk belongs to no known topic; leaving it untouched"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a controller write on a blocking thread, then reconciles hosted partitions.
+    pub async fn write_metadata<T: Send + 'static>(
+        self: &Arc<Self>,
+        decide: impl FnOnce(
+            &MetadataImage,
+        )
+            -> Result<(Vec<caudal_metadata::MetadataRecord>, T), ControllerError>
+        + Send
+        + 'static,
+    ) -> Result<T, ControllerError> {
+        let broker = self.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = broker.controller.write(decide);
+            if result.is_ok()
+                && let Err(error) = broker.reconcile()
+            {
+                tracing::error!(%error, "applying metadata to local logs failed");
+            }
+            result
+        })
+        .await;
+        match joined {
+            Ok(result) => result,
+            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+        }
+    }
+
+    /// Hands out the next producer id, taking a new block from the controller when needed.
+    pub async fn next_producer_id(self: &Arc<Self>) -> Result<ProducerId, ControllerError> {
+        {
+            let mut block = self.producer_ids.lock();
+            if block.next < block.end {
+                block.next += 1;
+                return Ok(ProducerId(block.next - 1));
+            }
+        }
+        let node_id = self.config.node_id;
+        let start = self
+            .write_metadata(move |image| {
+                let (records, start) = allocate_producer_ids(image, node_id);
+                Ok((records, start))
+            })
+            .await?;
+        let mut block = self.producer_ids.lock();
+        if block.next >= block.end {
+            block.next = start.0;
+            block.end = start.0 + caudal_controller::decisions::PRODUCER_ID_BLOCK_SIZE;
+        }
+        block.next += 1;
+        Ok(ProducerId(block.next - 1))
+    }
+
+    /// Flushes and checkpoints everything and writes the clean-shutdown marker.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.logs.shutdown()
+    }
+}
+
+fn check_meta_properties(config: &BrokerConfig, image: &MetadataImage) -> Result<(), StartError> {
+    let path = config.data_dir.join(META_PROPERTIES);
+    let cluster_id = image.cluster_id.clone().unwrap_or_default();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let value = |key: &str| {
+                text.lines()
+                    .filter_map(|line| line.split_once('='))
+                    .find(|(name, _)| name.trim() == key)
+                    .map(|(_, value)| value.trim().to_string())
+            };
+            if let Some(node_id) = value("node.id")
+                && node_id != config.node_id.to_string()
+            {
+                return Err(StartError::MetaProperties(format!(
+                    "{} belongs to node.id {node_id}, but this broker is node.id {}",
+                    path.display(),
+                    config.node_id
+                )));
+            }
+            if let Some(stored) = value("cluster.id")
+                && stored != cluster_id
+            {
+                return Err(StartError::MetaProperties(format!(
+                    "{} belongs to cluster {stored}, but the metadata log says {cluster_id}",
+                    path.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let contents = format!(
+                "#\n# Written by caudal; ties this directory to one node of one cluster.\nversion=1\nnode.id={}\ncluster.id={cluster_id}\n",
+                config.node_id
+            );
+            let io = |source| StartError::DataDir {
+                path: path.display().to_string(),
+                source,
+            };
+            let temporary = path.with_extension("properties.tmp");
+            std::fs::write(&temporary, contents).map_err(io)?;
+            std::fs::File::open(&temporary)
+                .and_then(|file| file.sync_all())
+                .map_err(io)?;
+            std::fs::rename(&temporary, &path).map_err(io)?;
+            Ok(())
+        }
+        Err(source) => Err(StartError::DataDir {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// A running broker: its address and a way to stop it.
+pub struct BrokerHandle {
+    pub broker: Arc<Broker>,
+    pub local_addr: SocketAddr,
+    tasks: TaskTracker,
+}
+
+impl BrokerHandle {
+    /// Stops accepting, closes connections, waits for tasks, and closes the logs cleanly.
+    pub async fn shutdown(self) -> Result<(), StorageError> {
+        self.broker.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections did not finish within 10 s; closing logs anyway");
+        }
+        let broker = self.broker.clone();
+        match tokio::task::spawn_blocking(move || broker.close()).await {
+            Ok(result) => result,
+            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+        }
+    }
+}
+
+/// Opens the broker and starts serving on its listener.
+pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
+    let listen = config.listen;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            address: listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
+        address: listen,
+        source,
+    })?;
+    let tasks = TaskTracker::new();
+    tasks.spawn(accept_loop(broker.clone(), listener, tasks.clone()));
+    tasks.spawn(maintenance_loop(broker.clone()));
+    tracing::info!(
+        address = %local_addr, node_id = %broker.config.node_id,
+        data_dir = %broker.config.data_dir.display(),
+        cluster_id = broker.image().cluster_id.as_deref().unwrap_or(""),
+        "broker listening"
+    );
+    Ok(BrokerHandle {
+        broker,
+        local_addr,
+        tasks,
+    })
+}
+
+async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tasks: TaskTracker) {
+    loop {
+        let permit = tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            permit = broker.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let broker = broker.clone();
+                tasks.spawn(async move {
+                    crate::connection::serve(broker, stream, peer).await;
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn maintenance_loop(broker: Arc<Broker>) {
+    let mut flush_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut checkpoint_tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    checkpoint_tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = flush_tick.tick() => {
+                let now = now_ms();
+                for partition in broker.partitions() {
+                    partition.maybe_flush_for_time(now);
+                }
+            }
+            _ = checkpoint_tick.tick() => {
+                let broker = broker.clone();
+                let result = tokio::task::spawn_blocking(move || broker.logs.checkpoint()).await;
+                if let Ok(Err(error)) = result {
+                    tracing::error!(%error, "checkpointing recovery points failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! One client connection: read frames, run each request's first stage in arrival order, and write
+//! responses in request order while later stages (durability waits, long polls) run concurrently.
+//!
+//! The reader decodes a frame and calls [`crate::handlers::handle`], which does what must happen in
+//! order right away (a produce is appended here) and returns a [`Pending`] response. Pending
+//! responses go through a bounded queue (`queued.max.requests`) to the writer, which awaits them
+//! one by one, so responses leave in request order. A full queue stops the reader: backpressure.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use caudal_protocol::frame::frame_codec;
+use futures::StreamExt;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
+
+use crate::broker::Broker;
+
+/// What a request produces for the writer.
+pub enum Pending {
+    /// The response is ready; `None` means the request gets no response (produce with acks=0).
+    Ready(Option<Bytes>),
+    /// The response is being computed by a task.
+    Later(JoinHandle<Outcome>),
+    /// The connection must close (a request that cannot be answered in its protocol).
+    Close(String),
+}
+
+/// The final result of one request: a response, no response, or closing the connection.
+pub type Outcome = Result<Option<Bytes>, String>;
+
+/// Serves one connection until the client closes it, it misbehaves, or the broker shuts down.
+pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+    tracing::debug!(%peer, "connection opened");
+    let (reader, writer) = stream.into_split();
+    let mut frames = FramedRead::new(reader, frame_codec(broker.config.request_bytes_max));
+    let (sender, receiver) = mpsc::channel::<Pending>(broker.config.queued_requests_max);
+    let writer_task = tokio::spawn(write_responses(writer, receiver, peer));
+    loop {
+        let frame = tokio::select! {
+            _ = broker.shutdown.cancelled() => break,
+            frame = frames.next() => frame,
+        };
+        match frame {
+            None => break,
+            Some(Err(error)) => {
+                tracing::warn!(%peer, %error, "closing connection: unreadable frame");
+                break;
+            }
+            Some(Ok(frame)) => {
+                let pending = crate::handlers::handle(&broker, frame.freeze());
+                if let Pending::Close(reason) = &pending {
+                    tracing::warn!(%peer, %reason, "closing connection");
+                }
+                let closing = matches!(pending, Pending::Close(_));
+                if sender.send(pending).await.is_err() || closing {
+                    break;
+                }
+            }
+        }
+    }
+    drop(sender);
+    if let Err(error) = writer_task.await {
+        tracing::error!(%peer, %error, "response writer failed");
+    }
+    tracing::debug!(%peer, "connection closed");
+}
+
+async fn write_responses(
+    writer: OwnedWriteHalf,
+    mut receiver: mpsc::Receiver<Pending>,
+    peer: SocketAddr,
+) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(pending) = receiver.recv().await {
+        let outcome = match pending {
+            Pending::Ready(response) => Ok(response),
+            Pending::Later(task) => match task.await {
+                Ok(outcome) => outcome,
+                Err(error) => Err(format!("request task failed: {error}")),
+            },
+            Pending::Close(_) => break,
+        };
+        match outcome {
+            Ok(Some(response)) => {
+                if let Err(error) = writer.write_all(&response).await {
+                    tracing::debug!(%peer, %error, "client went away");
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                tracing::warn!(%peer, %reason, "closing connection");
+                break;
+            }
+        }
+        if receiver.is_empty()
+            && let Err(error) = writer.flush().await
+        {
+            tracing::debug!(%peer, %error, "client went away");
+            return;
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}

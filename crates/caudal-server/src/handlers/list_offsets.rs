@@ -1,0 +1,207 @@
+//! ListOffsets (key 2): earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), and
+//! the first record at or after a timestamp. The log finds the batch through its time index; the
+//! exact record inside it is found here by decoding that one batch.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use caudal_model::{LeaderEpoch, Offset, RecordBatchHeader, TimestampMs, TopicPartition};
+use caudal_protocol::api::ApiVersionRange;
+use caudal_protocol::{ApiKey, ErrorCode, ResponseKind};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
+
+use super::encode;
+use crate::broker::Broker;
+use crate::connection::Outcome;
+use crate::errors::storage_error_code;
+use crate::partition::Partition;
+
+pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::ListOffsets, 1, 8);
+
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+const READ_COMMITTED: i8 = 1;
+
+pub async fn handle(
+    broker: Arc<Broker>,
+    request: ListOffsetsRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Outcome {
+    let read_committed = version >= 2 && request.isolation_level == READ_COMMITTED;
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|requested| {
+                    let index = requested.partition_index;
+                    let response =
+                        ListOffsetsPartitionResponse::default().with_partition_index(index);
+                    let Some(partition) =
+                        broker.partition(&TopicPartition::new(name.clone(), index))
+                    else {
+                        return failed(response, ErrorCode::UnknownTopicOrPartition);
+                    };
+                    let leader_epoch = partition.leader_epoch();
+                    if requested.current_leader_epoch >= 0 {
+                        if requested.current_leader_epoch < leader_epoch.0 {
+                            return failed(response, ErrorCode::FencedLeaderEpoch);
+                        }
+                        if requested.current_leader_epoch > leader_epoch.0 {
+                            return failed(response, ErrorCode::UnknownLeaderEpoch);
+                        }
+                    }
+                    match lookup(&partition, requested.timestamp, read_committed) {
+                        Ok(found) => response
+                            .with_error_code(0)
+                            .with_timestamp(found.timestamp.0)
+                            .with_offset(found.offset.0)
+                            .with_leader_epoch(found.leader_epoch.0),
+                        Err(code) => failed(response, code),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    let response = ListOffsetsResponse::default().with_topics(topics);
+    encode(
+        correlation_id,
+        ApiKey::ListOffsets,
+        version,
+        ResponseKind::ListOffsets(response),
+    )
+}
+
+fn failed(
+    response: ListOffsetsPartitionResponse,
+    error: ErrorCode,
+) -> ListOffsetsPartitionResponse {
+    response
+        .with_error_code(error.code())
+        .with_timestamp(-1)
+        .with_offset(-1)
+        .with_leader_epoch(-1)
+}
+
+struct Found {
+    timestamp: TimestampMs,
+    offset: Offset,
+    leader_epoch: LeaderEpoch,
+}
+
+const NOT_FOUND: Found = Found {
+    timestamp: TimestampMs(-1),
+    offset: Offset(-1),
+    leader_epoch: LeaderEpoch(-1),
+};
+
+fn lookup(partition: &Partition, timestamp: i64, read_committed: bool) -> Result<Found, ErrorCode> {
+    let log = &partition.log;
+    let latest_epoch = log.latest_epoch().unwrap_or(LeaderEpoch::UNKNOWN);
+    let visible_end = if read_committed {
+        partition.last_stable_offset()
+    } else {
+        partition.high_watermark()
+    };
+    match timestamp {
+        LATEST_TIMESTAMP => Ok(Found {
+            timestamp: TimestampMs(-1),
+            offset: visible_end,
+            leader_epoch: latest_epoch,
+        }),
+        EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Found {
+            timestamp: TimestampMs(-1),
+            offset: log.log_start_offset(),
+            leader_epoch: latest_epoch,
+        }),
+        MAX_TIMESTAMP => {
+            let batch = log
+                .batch_with_max_timestamp()
+                .map_err(|error| storage_error_code(&error))?;
+            Ok(batch
+                .and_then(|batch| record_with_max_timestamp(batch, visible_end))
+                .unwrap_or(NOT_FOUND))
+        }
+        target => {
+            let batch = log
+                .find_batch_by_timestamp(TimestampMs(target))
+                .map_err(|error| storage_error_code(&error))?;
+            Ok(batch
+                .and_then(|batch| first_record_at_or_after(batch, TimestampMs(target), visible_end))
+                .unwrap_or(NOT_FOUND))
+        }
+    }
+}
+
+/// Decodes one stored batch into (offset, timestamp) pairs. `LogAppendTime` batches carry the
+/// broker's time in the header's max timestamp, which applies to every record.
+fn record_times(batch: Bytes) -> Option<(RecordBatchHeader, Vec<(Offset, TimestampMs)>)> {
+    let header = RecordBatchHeader::parse(&batch).ok()?;
+    let mut buf = batch;
+    let records = match RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => set.records,
+        Err(error) => {
+            tracing::warn!(%error, base_offset = %header.base_offset, "stored batch does not decode");
+            return None;
+        }
+    };
+    let times = records
+        .iter()
+        .map(|record| {
+            let timestamp = if header.is_log_append_time() {
+                header.max_timestamp
+            } else {
+                TimestampMs(record.timestamp)
+            };
+            (Offset(record.offset), timestamp)
+        })
+        .collect();
+    Some((header, times))
+}
+
+fn first_record_at_or_after(
+    batch: Bytes,
+    target: TimestampMs,
+    visible_end: Offset,
+) -> Option<Found> {
+    let (header, times) = record_times(batch)?;
+    times
+        .into_iter()
+        .find(|(offset, timestamp)| *timestamp >= target && *offset < visible_end)
+        .map(|(offset, timestamp)| Found {
+            timestamp,
+            offset,
+            leader_epoch: header.partition_leader_epoch,
+        })
+}
+
+fn record_with_max_timestamp(batch: Bytes, visible_end: Offset) -> Option<Found> {
+    let (header, times) = record_times(batch)?;
+    let mut best: Option<(Offset, TimestampMs)> = None;
+    for (offset, timestamp) in times {
+        if offset >= visible_end {
+            break;
+        }
+        if best.is_none_or(|(_, max)| timestamp > max) {
+            best = Some((offset, timestamp));
+        }
+    }
+    best.map(|(offset, timestamp)| Found {
+        timestamp,
+        offset,
+        leader_epoch: header.partition_leader_epoch,
+    })
+}

@@ -1,0 +1,184 @@
+//! One module per Kafka API. Each declares the versions it serves (`VERSIONS`); [`SUPPORTED_APIS`]
+//! collects them and is the single source of the ApiVersions response and of version checks.
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_configs;
+pub mod fetch;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use caudal_protocol::api::ApiVersionRange;
+use caudal_protocol::error_response::{error_response, error_response_for_prefix};
+use caudal_protocol::request::{DecodedRequest, RequestDecodeError, decode_request};
+use caudal_protocol::response::encode_response;
+use caudal_protocol::{ApiKey, ErrorCode, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::connection::{Outcome, Pending};
+
+/// Every API this broker serves, with its versions.
+pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
+    produce::VERSIONS,
+    fetch::VERSIONS,
+    list_offsets::VERSIONS,
+    metadata::VERSIONS,
+    api_versions::VERSIONS,
+    create_topics::VERSIONS,
+    delete_topics::VERSIONS,
+    init_producer_id::VERSIONS,
+    offset_for_leader_epoch::VERSIONS,
+    describe_configs::VERSIONS,
+    create_partitions::VERSIONS,
+];
+
+fn supported(api_key: ApiKey) -> Option<&'static ApiVersionRange> {
+    SUPPORTED_APIS.iter().find(|range| range.api_key == api_key)
+}
+
+/// Encodes a response, or asks for the connection to close if it cannot be encoded (the client
+/// would otherwise wait for it forever).
+pub fn encode(correlation_id: i32, api_key: ApiKey, version: i16, body: ResponseKind) -> Outcome {
+    encode_response(correlation_id, api_key, version, &body)
+        .map(Some)
+        .map_err(|error| error.to_string())
+}
+
+/// A response that is ready now; an encoding failure closes the connection.
+fn ready(outcome: Outcome) -> Pending {
+    match outcome {
+        Ok(response) => Pending::Ready(response),
+        Err(reason) => Pending::Close(reason),
+    }
+}
+
+/// Runs an async handler as a task whose outcome the writer awaits in order.
+fn later<F>(future: F) -> Pending
+where
+    F: Future<Output = Outcome> + Send + 'static,
+{
+    Pending::Later(tokio::spawn(future))
+}
+
+/// Turns a message into the `StrBytes` the codec wants.
+pub fn text(message: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(message.into())
+}
+
+/// Handles one request frame.
+pub fn handle(broker: &Arc<Broker>, frame: Bytes) -> Pending {
+    match decode_request(frame) {
+        Ok(request) => dispatch(broker, request),
+        Err(RequestDecodeError::TooShort { length }) => {
+            Pending::Close(format!("request frame of {length} bytes has no header"))
+        }
+        Err(RequestDecodeError::UnknownApiKey { prefix }) => {
+            Pending::Close(format!("unknown API key {}", prefix.api_key))
+        }
+        Err(RequestDecodeError::UnknownVersion { api_key, prefix }) => {
+            if api_key == ApiKey::ApiVersions {
+                // KIP-511: answer an ApiVersions we cannot parse in v0, with the supported ranges.
+                ready(api_versions::fallback(prefix.correlation_id))
+            } else {
+                Pending::Close(format!(
+                    "{api_key:?} v{} cannot be decoded",
+                    prefix.api_version
+                ))
+            }
+        }
+        Err(RequestDecodeError::Malformed {
+            api_key,
+            prefix,
+            reason,
+        }) => {
+            tracing::warn!(api = ?api_key, version = prefix.api_version, %reason, "malformed request");
+            if api_key == ApiKey::ApiVersions {
+                return ready(api_versions::fallback(prefix.correlation_id));
+            }
+            match error_response_for_prefix(api_key, prefix.api_version, ErrorCode::InvalidRequest)
+            {
+                Some(body) => ready(encode(
+                    prefix.correlation_id,
+                    api_key,
+                    prefix.api_version,
+                    body,
+                )),
+                None => Pending::Close(format!("malformed {api_key:?} request: {reason}")),
+            }
+        }
+    }
+}
+
+fn dispatch(broker: &Arc<Broker>, request: DecodedRequest) -> Pending {
+    let api_key = request.api_key;
+    let version = request.version();
+    let correlation_id = request.correlation_id();
+    if !supported(api_key).is_some_and(|range| range.contains(version)) {
+        if api_key == ApiKey::ApiVersions {
+            return ready(api_versions::fallback(correlation_id));
+        }
+        tracing::debug!(api = ?api_key, version, "unsupported API version");
+        return match error_response(&request.body, version, ErrorCode::UnsupportedVersion) {
+            Some(body) => ready(encode(correlation_id, api_key, version, body)),
+            None => Pending::Close(format!("{api_key:?} v{version} is not supported")),
+        };
+    }
+    let broker = broker.clone();
+    match request.body {
+        RequestKind::ApiVersions(body) => {
+            ready(api_versions::handle(&body, version, correlation_id))
+        }
+        RequestKind::Produce(body) => produce::handle(&broker, body, version, correlation_id),
+        RequestKind::Fetch(body) => {
+            later(async move { fetch::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::ListOffsets(body) => {
+            later(async move { list_offsets::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::Metadata(body) => {
+            later(async move { metadata::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::CreateTopics(body) => {
+            later(async move { create_topics::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::DeleteTopics(body) => {
+            later(async move { delete_topics::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::CreatePartitions(body) => {
+            later(
+                async move { create_partitions::handle(broker, body, version, correlation_id).await },
+            )
+        }
+        RequestKind::DescribeConfigs(body) => ready(describe_configs::handle(
+            &broker,
+            &body,
+            version,
+            correlation_id,
+        )),
+        RequestKind::InitProducerId(body) => {
+            later(
+                async move { init_producer_id::handle(broker, body, version, correlation_id).await },
+            )
+        }
+        RequestKind::OffsetForLeaderEpoch(body) => ready(offset_for_leader_epoch::handle(
+            &broker,
+            &body,
+            version,
+            correlation_id,
+        )),
+        other => match error_response(&other, version, ErrorCode::UnsupportedVersion) {
+            Some(body) => ready(encode(correlation_id, api_key, version, body)),
+            None => Pending::Close(format!("{api_key:?} is not supported")),
+        },
+    }
+}

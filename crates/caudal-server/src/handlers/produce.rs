@@ -1,0 +1,272 @@
+//! Produce (key 0). Stage one (validate and append) runs inline, in arrival order; with
+//! `acks=all` stage two waits for durability (fsync, group commit) in a task while the connection
+//! keeps reading. Batches stay the client's bytes: only the 61-byte header is parsed here, the log
+//! checks the CRC and stamps offsets in place.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use caudal_model::{Offset, RecordBatchHeader, TimestampMs, TopicPartition};
+use caudal_protocol::api::ApiVersionRange;
+use caudal_protocol::{ApiKey, ErrorCode, ResponseKind};
+use caudal_storage::TimestampType;
+use kafka_protocol::messages::ProduceRequest;
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+
+use super::{encode, text};
+use crate::broker::{Broker, now_ms};
+use crate::connection::{Outcome, Pending};
+use crate::errors::{batch_error_code, storage_error_code};
+
+pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::Produce, 3, 11);
+
+/// One partition's result after stage one.
+struct Appended {
+    response: PartitionProduceResponse,
+    /// Set when the append succeeded and `acks=all` must wait for this offset to be durable.
+    durable_offset: Option<Offset>,
+}
+
+fn failed(index: i32, error: ErrorCode, message: Option<String>) -> Appended {
+    Appended {
+        response: PartitionProduceResponse::default()
+            .with_index(index)
+            .with_error_code(error.code())
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(-1)
+            .with_error_message(message.map(text)),
+        durable_offset: None,
+    }
+}
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    request: ProduceRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Pending {
+    let acks = request.acks;
+    let now = now_ms();
+    let request_error = if !matches!(acks, -1..=1) {
+        Some((ErrorCode::InvalidRequiredAcks, None))
+    } else if request.transactional_id.is_some() {
+        Some((
+            ErrorCode::TransactionalIdAuthorizationFailed,
+            Some("transactions are not supported by this broker yet".to_string()),
+        ))
+    } else {
+        None
+    };
+    let image = broker.image();
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    let mut first_error = None;
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            let appended = match &request_error {
+                Some((error, message)) => failed(data.index, *error, message.clone()),
+                None => append_one(broker, &image, &name, data.index, data.records, acks, now),
+            };
+            if appended.response.error_code != 0 && first_error.is_none() {
+                first_error = Some(appended.response.error_code);
+            }
+            partitions.push(appended);
+        }
+        topics.push((topic.name, partitions));
+    }
+    if acks == 0 {
+        // Kafka closes the connection of an acks=0 producer whose produce failed: the only signal
+        // it can get.
+        return match first_error {
+            Some(code) => Pending::Close(format!("acks=0 produce failed with error code {code}")),
+            None => Pending::Ready(None),
+        };
+    }
+    let waits: Vec<(TopicPartition, Offset)> = topics
+        .iter()
+        .flat_map(|(name, partitions)| {
+            partitions.iter().filter_map(move |appended| {
+                appended.durable_offset.map(|offset| {
+                    (
+                        TopicPartition::new(name.0.to_string(), appended.response.index),
+                        offset,
+                    )
+                })
+            })
+        })
+        .collect();
+    if waits.is_empty() {
+        return super::ready(respond(topics, version, correlation_id));
+    }
+    let broker = broker.clone();
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    Pending::Later(tokio::spawn(async move {
+        let mut topics = topics;
+        let outcomes = futures::future::join_all(waits.iter().map(|(topic_partition, offset)| {
+            let partition = broker.partition(topic_partition);
+            async move {
+                let Some(partition) = partition else {
+                    return Err(ErrorCode::UnknownTopicOrPartition);
+                };
+                match tokio::time::timeout(timeout, partition.wait_durable(*offset)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => {
+                        tracing::error!(partition = %topic_partition, %error, "flush failed");
+                        Err(storage_error_code(&error))
+                    }
+                    Err(_) => Err(ErrorCode::RequestTimedOut),
+                }
+            }
+        }))
+        .await;
+        for ((topic_partition, _), outcome) in waits.iter().zip(outcomes) {
+            if let Err(error) = outcome
+                && let Some(appended) = topics
+                    .iter_mut()
+                    .filter(|(name, _)| name.0.as_str() == topic_partition.topic)
+                    .flat_map(|(_, partitions)| partitions.iter_mut())
+                    .find(|appended| appended.response.index == topic_partition.partition.0)
+            {
+                appended.response.error_code = error.code();
+            }
+        }
+        respond(topics, version, correlation_id)
+    }))
+}
+
+fn respond(
+    topics: Vec<(kafka_protocol::messages::TopicName, Vec<Appended>)>,
+    version: i16,
+    correlation_id: i32,
+) -> Outcome {
+    let response = ProduceResponse::default().with_responses(
+        topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(
+                        partitions
+                            .into_iter()
+                            .map(|appended| appended.response)
+                            .collect(),
+                    )
+            })
+            .collect(),
+    );
+    encode(
+        correlation_id,
+        ApiKey::Produce,
+        version,
+        ResponseKind::Produce(response),
+    )
+}
+
+fn append_one(
+    broker: &Arc<Broker>,
+    image: &caudal_metadata::MetadataImage,
+    topic: &str,
+    index: i32,
+    records: Option<bytes::Bytes>,
+    acks: i16,
+    now: TimestampMs,
+) -> Appended {
+    let topic_partition = TopicPartition::new(topic, index);
+    let Some(partition) = broker.partition(&topic_partition) else {
+        return failed(index, ErrorCode::UnknownTopicOrPartition, None);
+    };
+    let Some(records) = records.filter(|records| !records.is_empty()) else {
+        return failed(
+            index,
+            ErrorCode::InvalidRecord,
+            Some("produce requests must contain exactly one record batch".into()),
+        );
+    };
+    let header = match RecordBatchHeader::parse(&records) {
+        Ok(header) => header,
+        Err(error) => {
+            return failed(index, batch_error_code(&error), Some(error.to_string()));
+        }
+    };
+    if header.size_bytes() != records.len() {
+        return failed(
+            index,
+            ErrorCode::InvalidRecord,
+            Some("produce requests must contain exactly one record batch".into()),
+        );
+    }
+    let settings = partition.settings();
+    if header.size_bytes() > settings.max_message_bytes as usize {
+        return failed(
+            index,
+            ErrorCode::MessageTooLarge,
+            Some(format!(
+                "batch of {} bytes exceeds max.message.bytes {}",
+                header.size_bytes(),
+                settings.max_message_bytes
+            )),
+        );
+    }
+    if settings.timestamp_type == TimestampType::CreateTime {
+        let ahead = header.max_timestamp.0.saturating_sub(now.0);
+        let behind = now.0.saturating_sub(header.base_timestamp.0);
+        if ahead > settings.timestamp_after_max_ms || behind > settings.timestamp_before_max_ms {
+            return failed(
+                index,
+                ErrorCode::InvalidTimestamp,
+                Some("record timestamp is outside the range the topic allows".into()),
+            );
+        }
+    }
+    if acks == -1 {
+        let isr = image
+            .topic(topic)
+            .and_then(|topic| topic.partitions.get(&topic_partition.partition))
+            .map_or(0, |registration| registration.isr.len() as i32);
+        if isr < settings.min_insync_replicas {
+            return failed(
+                index,
+                ErrorCode::NotEnoughReplicas,
+                Some(format!(
+                    "{isr} in-sync replica(s), min.insync.replicas is {}",
+                    settings.min_insync_replicas
+                )),
+            );
+        }
+    }
+    match partition
+        .log
+        .append_as_leader(&records, partition.leader_epoch(), now)
+    {
+        Ok(outcome) => {
+            if !outcome.duplicate {
+                partition.notify_appended();
+                partition.maybe_flush_for_messages();
+            }
+            let durable_offset =
+                (acks == -1 && broker.config.acks_all_fsync).then(|| outcome.last_offset.next());
+            Appended {
+                response: PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_error_code(0)
+                    .with_base_offset(outcome.first_offset.0)
+                    .with_log_append_time_ms(outcome.log_append_time.map_or(-1, |time| time.0))
+                    .with_log_start_offset(outcome.log_start_offset.0),
+                durable_offset,
+            }
+        }
+        Err(error) => {
+            let code = storage_error_code(&error);
+            if code == ErrorCode::KafkaStorageError {
+                tracing::error!(partition = %topic_partition, %error, "append failed");
+            } else {
+                tracing::debug!(partition = %topic_partition, %error, "append rejected");
+            }
+            failed(index, code, Some(error.to_string()))
+        }
+    }
+}

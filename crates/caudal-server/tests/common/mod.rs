@@ -1,0 +1,119 @@
+//! A raw-protocol test client and broker fixture for the in-process tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use caudal_protocol::response::{decode_response, encode_request};
+use caudal_protocol::{ApiKey, RequestKind, ResponseKind};
+use caudal_server::{BrokerConfig, BrokerHandle};
+use futures::{SinkExt, StreamExt};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::RequestHeader;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+pub async fn start_broker(dir: &std::path::Path, extra: &[(&str, &str)]) -> BrokerHandle {
+    let config = BrokerConfig::for_tests(dir, extra);
+    caudal_server::start(config).await.expect("broker starts")
+}
+
+pub struct Client {
+    framed: Framed<TcpStream, LengthDelimitedCodec>,
+    next_correlation_id: i32,
+}
+
+impl Client {
+    pub async fn connect(address: SocketAddr) -> Self {
+        let stream = TcpStream::connect(address).await.expect("connect");
+        Self {
+            framed: Framed::new(stream, caudal_protocol::frame::frame_codec(64 << 20)),
+            next_correlation_id: 1,
+        }
+    }
+
+    /// Sends a request without waiting; returns its correlation id.
+    pub async fn send(&mut self, api_key: ApiKey, version: i16, body: RequestKind) -> i32 {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("caudal-test")));
+        let frame = encode_request(&header, &body).expect("encode");
+        self.framed.send(frame.slice(4..)).await.expect("send");
+        correlation_id
+    }
+
+    /// Sends raw bytes as one frame.
+    pub async fn send_raw(&mut self, frame: Bytes) {
+        self.framed.send(frame).await.expect("send raw");
+    }
+
+    /// Reads the next response frame, or None if the connection closed (5 s deadline).
+    pub async fn receive_raw(&mut self) -> Option<BytesMut> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), self.framed.next())
+            .await
+            .expect("response within 5 s")
+            .and_then(Result::ok)
+    }
+
+    pub async fn receive(&mut self, api_key: ApiKey, version: i16) -> (i32, ResponseKind) {
+        let frame = self.receive_raw().await.expect("a response");
+        let (header, body) = decode_response(api_key, version, frame.freeze()).expect("decode");
+        (header.correlation_id, body)
+    }
+
+    pub async fn call(&mut self, api_key: ApiKey, version: i16, body: RequestKind) -> ResponseKind {
+        let sent = self.send(api_key, version, body).await;
+        let (correlation_id, response) = self.receive(api_key, version).await;
+        assert_eq!(correlation_id, sent);
+        response
+    }
+}
+
+/// A record batch of `count` records `key-i`/`value-i` with one header each.
+pub fn batch(count: usize, compression: Compression, producer: Option<(i64, i16, i32)>) -> Bytes {
+    let now = 1_700_000_000_000i64;
+    let records: Vec<Record> = (0..count)
+        .map(|i| {
+            let mut headers = IndexMap::new();
+            headers.insert(
+                StrBytes::from_string(format!("h{i}")),
+                Some(Bytes::from(format!("hv{i}"))),
+            );
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: producer.map_or(-1, |p| p.0),
+                producer_epoch: producer.map_or(-1, |p| p.1),
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // The encoder keeps records in one batch while offset - sequence is constant.
+                sequence: producer.map_or(i as i32 - 1, |p| p.2 + i as i32),
+                timestamp: now + i as i64,
+                key: Some(Bytes::from(format!("key-{i}"))),
+                value: Some(Bytes::from(format!("value-{i}"))),
+                headers,
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode batch");
+    buf.freeze()
+}
