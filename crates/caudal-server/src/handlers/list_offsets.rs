@@ -66,7 +66,12 @@ pub async fn handle(
                             .with_error_code(0)
                             .with_timestamp(found.timestamp.0)
                             .with_offset(found.offset.0)
-                            .with_leader_epoch(found.leader_epoch.0),
+                            // The leader epoch field exists from v4.
+                            .with_leader_epoch(if version >= 4 {
+                                found.leader_epoch.0
+                            } else {
+                                -1
+                            }),
                         Err(code) => failed(response, code),
                     }
                 })

@@ -1,0 +1,234 @@
+//! Every API the broker advertises answers at every version it advertises: the response encodes
+//! (no field set that the version lacks) and decodes with the request's correlation id.
+
+mod common;
+
+use bytes::Bytes;
+use caudal_protocol::{ApiKey, RequestKind, ResponseKind};
+use caudal_server::handlers::SUPPORTED_APIS;
+use common::{Client, batch, start_broker};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Compression;
+use uuid::Uuid;
+
+#[global_allocator]
+static ALLOCATOR: caudal_server::alloc_guard::GuardedAllocator =
+    caudal_server::alloc_guard::GuardedAllocator;
+
+fn name(text: &str) -> TopicName {
+    TopicName(StrBytes::from_string(text.to_string()))
+}
+
+/// A typical request for `api_key` at `version`, naming topic `t` (id `topic_id`) where it
+/// names topics; `unique` keeps create/delete requests independent across versions.
+fn sample(
+    api_key: ApiKey,
+    version: i16,
+    topic_id: Uuid,
+    unique: &str,
+    records: Bytes,
+) -> RequestKind {
+    match api_key {
+        ApiKey::ApiVersions => RequestKind::ApiVersions(
+            ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("test"))
+                .with_client_software_version(StrBytes::from_static_str("1")),
+        ),
+        ApiKey::Metadata => {
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+                if version >= 10 {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(name("t")))
+                        .with_topic_id(Uuid::nil())
+                } else {
+                    MetadataRequestTopic::default().with_name(Some(name("t")))
+                },
+            ])))
+        }
+        ApiKey::Produce => RequestKind::Produce(
+            ProduceRequest::default()
+                .with_transactional_id(None)
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(name("t"))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(records)),
+                        ]),
+                ]),
+        ),
+        ApiKey::Fetch => {
+            let topic = if version >= 13 {
+                FetchTopic::default().with_topic_id(topic_id)
+            } else {
+                FetchTopic::default().with_topic(name("t"))
+            };
+            RequestKind::Fetch(
+                FetchRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_max_wait_ms(0)
+                    .with_min_bytes(1)
+                    .with_max_bytes(1 << 20)
+                    .with_session_epoch(-1)
+                    .with_topics(vec![
+                        topic.with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(0)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(1 << 20),
+                        ]),
+                    ]),
+            )
+        }
+        ApiKey::ListOffsets => RequestKind::ListOffsets(
+            ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    ListOffsetsTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            ListOffsetsPartition::default()
+                                .with_partition_index(0)
+                                .with_timestamp(0),
+                        ]),
+                ]),
+        ),
+        ApiKey::CreateTopics => RequestKind::CreateTopics(
+            CreateTopicsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![
+                    CreatableTopic::default()
+                        .with_name(name(unique))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1),
+                ]),
+        ),
+        ApiKey::DeleteTopics => {
+            let request = DeleteTopicsRequest::default().with_timeout_ms(5000);
+            RequestKind::DeleteTopics(if version >= 6 {
+                request.with_topics(vec![
+                    DeleteTopicState::default().with_name(Some(name(unique))),
+                ])
+            } else {
+                request.with_topic_names(vec![name(unique)])
+            })
+        }
+        ApiKey::CreatePartitions => RequestKind::CreatePartitions(
+            CreatePartitionsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![
+                    CreatePartitionsTopic::default()
+                        .with_name(name(unique))
+                        .with_count(2)
+                        .with_assignments(None),
+                ]),
+        ),
+        ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(
+            DescribeConfigsRequest::default()
+                .with_include_synonyms(version >= 1)
+                .with_include_documentation(version >= 3)
+                .with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("t"))
+                        .with_configuration_keys(None),
+                    DescribeConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_resource_name(StrBytes::from_static_str("1"))
+                        .with_configuration_keys(None),
+                ]),
+        ),
+        ApiKey::InitProducerId => RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(-1)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
+        ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(
+            OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    OffsetForLeaderTopic::default()
+                        .with_topic(name("t"))
+                        .with_partitions(vec![
+                            OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(-1)
+                                .with_leader_epoch(0),
+                        ]),
+                ]),
+        ),
+        other => panic!("no sample request for {other:?}; add one for the new API"),
+    }
+}
+
+fn top_level_error(response: &ResponseKind) -> i16 {
+    match response {
+        ResponseKind::ApiVersions(response) => response.error_code,
+        ResponseKind::Fetch(response) => response.error_code,
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn every_advertised_api_answers_at_every_advertised_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr).await;
+    let create = sample(ApiKey::CreateTopics, 7, Uuid::nil(), "t", Bytes::new());
+    let ResponseKind::CreateTopics(created) = client.call(ApiKey::CreateTopics, 7, create).await
+    else {
+        panic!()
+    };
+    assert_eq!(created.topics[0].error_code, 0);
+    let topic_id = created.topics[0].topic_id;
+    let records = batch(3, Compression::None, None);
+    client
+        .call(
+            ApiKey::Produce,
+            9,
+            sample(ApiKey::Produce, 9, topic_id, "", records.clone()),
+        )
+        .await;
+
+    let mut checked = 0;
+    for range in SUPPORTED_APIS {
+        for version in range.min..=range.max {
+            let unique = format!("v-{}-{version}", range.api_key as i16);
+            if matches!(
+                range.api_key,
+                ApiKey::DeleteTopics | ApiKey::CreatePartitions
+            ) {
+                let create = sample(ApiKey::CreateTopics, 7, Uuid::nil(), &unique, Bytes::new());
+                client.call(ApiKey::CreateTopics, 7, create).await;
+            }
+            let request = sample(range.api_key, version, topic_id, &unique, records.clone());
+            let response = client.call(range.api_key, version, request).await;
+            assert_eq!(
+                top_level_error(&response),
+                0,
+                "{:?} v{version} answered with an error",
+                range.api_key
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "only {checked} API versions checked");
+    broker.shutdown().await.unwrap();
+}
