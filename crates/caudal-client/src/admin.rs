@@ -224,6 +224,9 @@ impl Client {
                 async move { connection.request(&request).await }
             })
             .await?;
+        if !validate_only {
+            self.forget_topics(topics.iter().map(|topic| topic.name.as_str()));
+        }
         Ok(topics
             .iter()
             .map(|topic| {
@@ -303,6 +306,7 @@ impl Client {
                 }
             })
             .await?;
+        self.forget_topics(names.iter().map(String::as_str));
         Ok(names
             .iter()
             .map(|name| {
@@ -367,6 +371,9 @@ impl Client {
                 broker: "controller".to_owned(),
                 reason: format!("no result for {topic:?} in the CreatePartitions response"),
             })?;
+        if !validate_only {
+            self.forget_topics([topic]);
+        }
         check_code(
             answer.error_code,
             || format!("topic {topic:?}"),

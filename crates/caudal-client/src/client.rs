@@ -356,6 +356,15 @@ impl Client {
         self.state().metadata.topic(topic).cloned()
     }
 
+    /// Drops topics from the metadata cache (after admin changes), so the next lookup asks the
+    /// cluster.
+    pub fn forget_topics<'a>(&self, topics: impl IntoIterator<Item = &'a str>) {
+        let mut state = self.state();
+        for topic in topics {
+            state.metadata.topics.remove(topic);
+        }
+    }
+
     /// The cached leader of a partition.
     pub fn cached_leader(&self, topic: &str, partition: PartitionIndex) -> Option<NodeId> {
         self.state()
