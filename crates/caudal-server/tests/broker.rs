@@ -626,3 +626,49 @@ async fn bad_frames_close_only_their_connection() {
     );
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn describe_configs_reports_sources_and_filters_by_key() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[("log.retention.hours", "2")]).await;
+    let mut client = Client::connect(broker.local_addr).await;
+    create_topic(&mut client, "cfg", 1).await;
+    let mut describe = async |keys: Option<Vec<&str>>| {
+        let resource = DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("cfg"))
+            .with_configuration_keys(keys.map(|keys| {
+                keys.into_iter()
+                    .map(|key| StrBytes::from_string(key.to_string()))
+                    .collect()
+            }));
+        let request = DescribeConfigsRequest::default()
+            .with_include_synonyms(true)
+            .with_resources(vec![resource]);
+        let ResponseKind::DescribeConfigs(response) = client
+            .call(
+                ApiKey::DescribeConfigs,
+                4,
+                RequestKind::DescribeConfigs(request),
+            )
+            .await
+        else {
+            panic!()
+        };
+        response.results[0].configs.clone()
+    };
+    let all = describe(None).await;
+    assert!(all.len() > 20);
+    // An empty key list means every config too (kafka-python sends one).
+    assert_eq!(describe(Some(vec![])).await.len(), all.len());
+    let retention = describe(Some(vec!["retention.ms"])).await;
+    assert_eq!(retention.len(), 1);
+    assert_eq!(retention[0].value.as_deref(), Some("7200000"));
+    assert_eq!(retention[0].config_source, 4, "STATIC_BROKER_CONFIG");
+    assert_eq!(
+        retention[0].synonyms[0].name.as_str(),
+        "log.retention.hours"
+    );
+    broker.shutdown().await.unwrap();
+}

@@ -85,14 +85,12 @@ fn sample(
                     .with_min_bytes(1)
                     .with_max_bytes(1 << 20)
                     .with_session_epoch(-1)
-                    .with_topics(vec![
-                        topic.with_partitions(vec![
+                    .with_topics(vec![topic.with_partitions(vec![
                             FetchPartition::default()
                                 .with_partition(0)
                                 .with_fetch_offset(0)
                                 .with_partition_max_bytes(1 << 20),
-                        ]),
-                    ]),
+                        ])]),
             )
         }
         ApiKey::ListOffsets => RequestKind::ListOffsets(

@@ -83,7 +83,8 @@ pub fn handle(
                     .with_error_code(error.code())
                     .with_error_message(Some(text(message))),
                 Ok(configs) => {
-                    let keys = resource.configuration_keys.as_ref();
+                    // Null or empty both mean every config, as in Kafka (kafka-python sends an empty list).
+                    let keys = resource.configuration_keys.as_ref().filter(|keys| !keys.is_empty());
                     let configs = configs
                         .into_iter()
                         .filter(|(config, _)| {
