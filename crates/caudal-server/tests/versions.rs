@@ -63,13 +63,16 @@ fn sample(
                 .with_acks(-1)
                 .with_timeout_ms(5000)
                 .with_topic_data(vec![
-                    TopicProduceData::default()
-                        .with_name(name("t"))
-                        .with_partition_data(vec![
-                            PartitionProduceData::default()
-                                .with_index(0)
-                                .with_records(Some(records)),
-                        ]),
+                    if version >= 13 {
+                        TopicProduceData::default().with_topic_id(topic_id)
+                    } else {
+                        TopicProduceData::default().with_name(name("t"))
+                    }
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(records)),
+                    ]),
                 ]),
         ),
         ApiKey::Fetch => {
@@ -176,11 +179,61 @@ fn sample(
     }
 }
 
-fn top_level_error(response: &ResponseKind) -> i16 {
+/// The first error in the response: top level, or on the topic/partition the sample named.
+fn first_error(response: &ResponseKind) -> i16 {
+    let first = |codes: Vec<i16>| codes.into_iter().find(|code| *code != 0).unwrap_or(0);
     match response {
         ResponseKind::ApiVersions(response) => response.error_code,
-        ResponseKind::Fetch(response) => response.error_code,
-        _ => 0,
+        ResponseKind::Fetch(response) => first(
+            std::iter::once(response.error_code)
+                .chain(
+                    response
+                        .responses
+                        .iter()
+                        .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+                )
+                .collect(),
+        ),
+        ResponseKind::Produce(response) => first(
+            response
+                .responses
+                .iter()
+                .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+                .collect(),
+        ),
+        ResponseKind::Metadata(response) => first(
+            std::iter::once(response.error_code)
+                .chain(response.topics.iter().map(|t| t.error_code))
+                .collect(),
+        ),
+        ResponseKind::ListOffsets(response) => first(
+            response
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect(),
+        ),
+        ResponseKind::CreateTopics(response) => {
+            first(response.topics.iter().map(|t| t.error_code).collect())
+        }
+        ResponseKind::DeleteTopics(response) => {
+            first(response.responses.iter().map(|t| t.error_code).collect())
+        }
+        ResponseKind::CreatePartitions(response) => {
+            first(response.results.iter().map(|t| t.error_code).collect())
+        }
+        ResponseKind::DescribeConfigs(response) => {
+            first(response.results.iter().map(|r| r.error_code).collect())
+        }
+        ResponseKind::InitProducerId(response) => response.error_code,
+        ResponseKind::OffsetForLeaderEpoch(response) => first(
+            response
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect(),
+        ),
+        other => panic!("no error check for {other:?}"),
     }
 }
 
@@ -219,7 +272,7 @@ async fn every_advertised_api_answers_at_every_advertised_version() {
             let request = sample(range.api_key, version, topic_id, &unique, records.clone());
             let response = client.call(range.api_key, version, request).await;
             assert_eq!(
-                top_level_error(&response),
+                first_error(&response),
                 0,
                 "{:?} v{version} answered with an error",
                 range.api_key

@@ -28,7 +28,7 @@ use crate::connection::Outcome;
 use crate::errors::storage_error_code;
 use crate::partition::Partition;
 
-pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::Fetch, 4, 16);
+pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::Fetch, 4, 18);
 
 /// `isolation_level` = READ_COMMITTED.
 const READ_COMMITTED: i8 = 1;

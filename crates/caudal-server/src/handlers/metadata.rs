@@ -20,7 +20,7 @@ use crate::broker::Broker;
 use crate::connection::Outcome;
 use crate::errors::controller_error_code;
 
-pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::Metadata, 0, 12);
+pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::Metadata, 0, 13);
 
 /// "Authorized operations not requested" on the wire.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;

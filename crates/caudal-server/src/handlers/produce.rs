@@ -20,7 +20,7 @@ use crate::broker::{Broker, now_ms};
 use crate::connection::{Outcome, Pending};
 use crate::errors::{batch_error_code, storage_error_code};
 
-pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::Produce, 3, 11);
+pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::Produce, 3, 13);
 
 /// One partition's result after stage one.
 struct Appended {
@@ -62,21 +62,34 @@ pub fn handle(
     };
     let image = broker.image();
     let mut topics = Vec::with_capacity(request.topic_data.len());
+    // The resolved name of each entry of `topics` (empty when unknown).
+    let mut names: Vec<String> = Vec::with_capacity(request.topic_data.len());
     let mut first_error = None;
     for topic in request.topic_data {
-        let name = topic.name.0.to_string();
+        // From v13 topics are named by id.
+        let name = if version >= 13 {
+            image
+                .topic_by_id(&topic.topic_id)
+                .map(|found| found.name.clone())
+        } else {
+            Some(topic.name.0.to_string())
+        };
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
-            let appended = match &request_error {
-                Some((error, message)) => failed(data.index, *error, message.clone()),
-                None => append_one(broker, &image, &name, data.index, data.records, acks, now),
+            let appended = match (&request_error, &name) {
+                (Some((error, message)), _) => failed(data.index, *error, message.clone()),
+                (None, None) => failed(data.index, ErrorCode::UnknownTopicId, None),
+                (None, Some(name)) => {
+                    append_one(broker, &image, name, data.index, data.records, acks, now)
+                }
             };
             if appended.response.error_code != 0 && first_error.is_none() {
                 first_error = Some(appended.response.error_code);
             }
             partitions.push(appended);
         }
-        topics.push((topic.name, partitions));
+        names.push(name.unwrap_or_default());
+        topics.push(((topic.name, topic.topic_id), partitions));
     }
     if acks == 0 {
         // Kafka closes the connection of an acks=0 producer whose produce failed: the only signal
@@ -88,11 +101,12 @@ pub fn handle(
     }
     let waits: Vec<(TopicPartition, Offset)> = topics
         .iter()
-        .flat_map(|(name, partitions)| {
+        .zip(&names)
+        .flat_map(|((_, partitions), name)| {
             partitions.iter().filter_map(move |appended| {
                 appended.durable_offset.map(|offset| {
                     (
-                        TopicPartition::new(name.0.to_string(), appended.response.index),
+                        TopicPartition::new(name.clone(), appended.response.index),
                         offset,
                     )
                 })
@@ -106,6 +120,7 @@ pub fn handle(
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     Pending::Later(tokio::spawn(async move {
         let mut topics = topics;
+        let names = names;
         let outcomes = futures::future::join_all(waits.iter().map(|(topic_partition, offset)| {
             let partition = broker.partition(topic_partition);
             async move {
@@ -127,8 +142,9 @@ pub fn handle(
             if let Err(error) = outcome
                 && let Some(appended) = topics
                     .iter_mut()
-                    .filter(|(name, _)| name.0.as_str() == topic_partition.topic)
-                    .flat_map(|(_, partitions)| partitions.iter_mut())
+                    .zip(&names)
+                    .filter(|(_, name)| **name == topic_partition.topic)
+                    .flat_map(|((_, partitions), _)| partitions.iter_mut())
                     .find(|appended| appended.response.index == topic_partition.partition.0)
             {
                 appended.response.error_code = error.code();
@@ -138,17 +154,17 @@ pub fn handle(
     }))
 }
 
-fn respond(
-    topics: Vec<(kafka_protocol::messages::TopicName, Vec<Appended>)>,
-    version: i16,
-    correlation_id: i32,
-) -> Outcome {
+/// A topic as the request named it: by name (up to v12) and id (v13+).
+type TopicKey = (kafka_protocol::messages::TopicName, uuid::Uuid);
+
+fn respond(topics: Vec<(TopicKey, Vec<Appended>)>, version: i16, correlation_id: i32) -> Outcome {
     let response = ProduceResponse::default().with_responses(
         topics
             .into_iter()
-            .map(|(name, partitions)| {
+            .map(|((name, topic_id), partitions)| {
                 TopicProduceResponse::default()
                     .with_name(name)
+                    .with_topic_id(topic_id)
                     .with_partition_responses(
                         partitions
                             .into_iter()
