@@ -164,7 +164,7 @@ async fn api_versions_advertises_the_table_and_falls_back_for_unknown_versions()
         .iter()
         .find(|key| key.api_key == 0)
         .unwrap();
-    assert_eq!((produce.min_version, produce.max_version), (3, 11));
+    assert_eq!((produce.min_version, produce.max_version), (3, 13));
 
     // KIP-511: ApiVersions v127 is answered in v0 with UNSUPPORTED_VERSION and the ranges.
     let mut frame = BytesMut::new();
