@@ -81,6 +81,15 @@ pub enum StorageError {
         latest: LeaderEpoch,
         received: LeaderEpoch,
     },
+    /// A follower append whose offsets do not continue the log (Kafka's
+    /// UnexpectedAppendOffsetException / OffsetsOutOfOrderException).
+    #[error(
+        "append with base offset {base_offset} does not continue the log at {expected_at_least}"
+    )]
+    UnexpectedAppendOffset {
+        expected_at_least: Offset,
+        base_offset: Offset,
+    },
     /// `create_log` for a partition that already exists with another topic id.
     #[error(
         "log {topic_partition} already exists with topic id {existing_topic_id}, not {requested_topic_id}"

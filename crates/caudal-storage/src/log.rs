@@ -246,6 +246,34 @@ fn parse_leader_batches(
     Ok(parsed)
 }
 
+/// Validates a buffer replicated from the leader: one or more whole v2 batches with good CRCs.
+fn parse_follower_batches(batches: &[u8]) -> Result<Vec<ParsedBatch>, StorageError> {
+    if batches.is_empty() {
+        return Err(StorageError::InvalidRecord {
+            reason: "the append holds no record batch",
+        });
+    }
+    if batches.len() > i32::MAX as usize {
+        return Err(StorageError::RecordBatchTooLarge {
+            size: batches.len(),
+            max: i32::MAX as u32,
+        });
+    }
+    let mut parsed = Vec::new();
+    let mut position = 0usize;
+    for item in BatchIter::new(batches) {
+        let (range, header) =
+            item.map_err(|source| StorageError::CorruptBatch { position, source })?;
+        position = range.end;
+        parsed.push(ParsedBatch {
+            start: range.start,
+            end: range.end,
+            header,
+        });
+    }
+    Ok(parsed)
+}
+
 /// The stamped 61-byte header of `batch` (base offset, leader epoch, and for `LogAppendTime` the
 /// attributes, max timestamp and CRC, computed over the new header bytes plus the untouched
 /// records).
@@ -524,7 +552,7 @@ impl PartitionLog {
             latest_epoch,
             now,
         ) {
-            self.roll_locked(state, now, reason)?;
+            self.roll_locked(state, first_offset, now, reason)?;
         }
         let segment = Arc::clone(state.active());
         let start_position = segment.size();
@@ -626,26 +654,152 @@ impl PartitionLog {
         None
     }
 
+    /// Appends batches replicated from the leader, verbatim: offsets, leader epochs and
+    /// timestamps are already assigned. Validates each batch (whole, CRC, magic 2) and that
+    /// offsets continue the log (a gap is allowed, as after compaction); producer state is
+    /// replayed without sequence checks and the leader-epoch cache learns each new epoch, as
+    /// Kafka's `appendAsFollower`. All-or-nothing like [`Self::append_as_leader`].
+    pub fn append_as_follower(
+        &self,
+        batches: &[u8],
+        now: TimestampMs,
+    ) -> Result<AppendOutcome, StorageError> {
+        self.check_open()?;
+        let config = self.config();
+        let parsed = parse_follower_batches(batches)?;
+        let mut state = self.append.lock();
+        self.check_open()?;
+        let result = self.append_follower_locked(&mut state, batches, &parsed, now, &config);
+        self.note_fatal(result)
+    }
+
+    fn append_follower_locked(
+        &self,
+        state: &mut AppendState,
+        batches: &[u8],
+        parsed: &[ParsedBatch],
+        now: TimestampMs,
+        config: &LogConfig,
+    ) -> Result<AppendOutcome, StorageError> {
+        let mut expected = self.log_end_offset();
+        let mut max_timestamp = TimestampMs(i64::MIN);
+        let mut record_count = 0u64;
+        for batch in parsed {
+            if batch.header.base_offset < expected {
+                return Err(StorageError::UnexpectedAppendOffset {
+                    expected_at_least: expected,
+                    base_offset: batch.header.base_offset,
+                });
+            }
+            expected = batch.header.next_offset();
+            max_timestamp = max_timestamp.max(batch.header.max_timestamp);
+            record_count += batch.header.record_count as u64;
+        }
+        let first = &parsed[0].header;
+        let first_offset = first.base_offset;
+        let last_offset = parsed[parsed.len() - 1].header.last_offset();
+        let latest_epoch = self.epochs.lock().latest_epoch();
+        let append_bytes = batches.len() as u64;
+        let active = Arc::clone(state.active());
+        let reason = self.roll_reason(
+            &active,
+            config,
+            append_bytes,
+            max_timestamp,
+            last_offset,
+            first.partition_leader_epoch,
+            latest_epoch,
+            now,
+        );
+        let needs_new_base = !fits_relative(active.base_offset, first_offset)
+            || !fits_relative(active.base_offset, last_offset);
+        if let Some(reason) = reason.or(needs_new_base.then_some(RollReason::OffsetOverflow)) {
+            self.roll_locked(state, first_offset, now, reason)?;
+        }
+        let segment = Arc::clone(state.active());
+        if !fits_relative(segment.base_offset, last_offset) {
+            // One append spanning more than 2^31 offsets cannot live in one segment.
+            return Err(StorageError::UnexpectedAppendOffset {
+                expected_at_least: segment.base_offset,
+                base_offset: last_offset,
+            });
+        }
+        let start_position = segment.size();
+        segment.append(&mut [IoSlice::new(batches)])?;
+        let mut new_entries = Vec::new();
+        {
+            let mut index = segment.index.write();
+            let mut position = start_position;
+            for batch in parsed {
+                let added = index.on_batch(&batch.header, position, config.index_interval_bytes);
+                if added.offset.is_some() || added.time.is_some() {
+                    new_entries.push(added);
+                }
+                position += (batch.end - batch.start) as u64;
+            }
+        }
+        segment.append_index_entries(&new_entries)?;
+        segment.publish_size(start_position + append_bytes);
+        {
+            let mut epochs = self.epochs.lock();
+            for batch in parsed {
+                let epoch = batch.header.partition_leader_epoch;
+                if epoch.0 >= 0 && epochs.latest_epoch().is_none_or(|latest| epoch > latest) {
+                    epochs.assign(epoch, batch.header.base_offset);
+                }
+            }
+        }
+        for batch in parsed {
+            state.producers.replay_header(&batch.header);
+        }
+        self.log_end_offset.store(expected.0, Ordering::Release);
+        Ok(AppendOutcome {
+            first_offset,
+            last_offset,
+            log_append_time: None,
+            log_start_offset: self.log_start_offset(),
+            duplicate: false,
+            record_count,
+            bytes: append_bytes,
+        })
+    }
+
     /// Rolls the active segment now (if it holds any batch). Kafka's `log.roll()`.
     pub fn roll(&self, now: TimestampMs) -> Result<(), StorageError> {
         self.check_open()?;
         let mut state = self.append.lock();
         self.check_open()?;
-        let result = self.roll_locked(&mut state, now, RollReason::Requested);
+        let result = self.roll_locked(
+            &mut state,
+            self.log_end_offset(),
+            now,
+            RollReason::Requested,
+        );
         self.note_fatal(result)
     }
 
+    /// Starts a new active segment at `new_base` (≥ the log end offset). An empty active segment
+    /// is not rolled: it is kept, or re-created at `new_base` if that differs (a follower append
+    /// after a gap in offsets).
     fn roll_locked(
         &self,
         state: &mut AppendState,
+        new_base: Offset,
         now: TimestampMs,
         reason: RollReason,
     ) -> Result<(), StorageError> {
+        debug_assert!(new_base >= self.log_end_offset());
         let active = Arc::clone(state.active());
         if active.size() == 0 {
+            if active.base_offset != new_base {
+                active.delete_files()?;
+                let replacement = Arc::new(Segment::create(&self.dir, new_base, now)?);
+                *state.segments.last_mut().expect("an active segment") = replacement;
+                state.dir_needs_sync = true;
+                self.publish_segments(state);
+            }
             return Ok(());
         }
-        let new_base = self.log_end_offset();
         active.append_final_time_entry()?;
         let snapshot = producer::write_snapshot(&self.dir, &state.producers, new_base, false)?;
         state.unsynced_snapshots.push(snapshot);
