@@ -198,11 +198,18 @@ pub(crate) fn load_log(
     let mut stop_at: Option<usize> = None;
     for (position, base) in bases.iter().copied().enumerate() {
         let segment = Segment::open(dir, base, params.now)?;
-        let is_last = position + 1 == bases.len();
         let trusted = recover_from.is_none_or(|first| position < first);
         if trusted {
             let loaded = match segment.read_index_files()? {
-                Ok(files) => segment.load_with_index(files, params.now, is_last)?,
+                Ok(files) => {
+                    let offset_limit = bases.get(position + 1).copied();
+                    segment.load_with_index(
+                        files,
+                        params.now,
+                        offset_limit,
+                        config.index_interval_bytes,
+                    )?
+                }
                 Err(reason) => Err(reason),
             };
             match loaded {
@@ -283,9 +290,6 @@ pub(crate) fn load_log(
             log_end_offset = log_end_offset.0,
             "recovery truncated the log at the first invalid batch"
         );
-    }
-    if segments.last().is_some_and(|last| last.size() == 0) {
-        log_end_offset = log_end_offset.max(segments.last().map_or(Offset(0), |s| s.base_offset));
     }
     // An inactive segment's max timestamp is the last entry of its time index.
     for segment in &segments[..segments.len() - 1] {

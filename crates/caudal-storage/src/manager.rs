@@ -57,6 +57,8 @@ pub(crate) struct ManagerShared {
     data_dir: PathBuf,
     failure: Arc<DirFailure>,
     logs: RwLock<BTreeMap<TopicPartition, Arc<PartitionLog>>>,
+    /// Serialises log creation and deletion, so the map's lock is never held across file I/O.
+    create_lock: Mutex<()>,
     checkpoint_lock: Mutex<()>,
 }
 
@@ -162,6 +164,7 @@ impl LogManager {
             data_dir: data_dir.to_path_buf(),
             failure: Arc::clone(&failure),
             logs: RwLock::new(BTreeMap::new()),
+            create_lock: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
         });
         let (flusher_tx, flusher_rx) = mpsc::channel();
@@ -253,11 +256,11 @@ impl LogManager {
     ) -> Result<Arc<PartitionLog>, StorageError> {
         validate_topic_partition(tp)?;
         self.shared.failure.check()?;
-        let mut logs = self.shared.logs.write();
-        if let Some(existing) = logs.get(tp) {
+        let _creating = self.shared.create_lock.lock();
+        if let Some(existing) = self.get(tp) {
             let existing_id = existing.topic_id();
             if existing_id == topic_id {
-                return Ok(Arc::clone(existing));
+                return Ok(existing);
             }
             if existing_id.is_nil() {
                 let path = existing.dir().join(PARTITION_METADATA_FILE);
@@ -265,7 +268,7 @@ impl LogManager {
                     write_atomic(&path, encode_partition_metadata(topic_id).as_bytes(), true);
                 self.note_fatal(written)?;
                 existing.set_topic_id(topic_id);
-                return Ok(Arc::clone(existing));
+                return Ok(existing);
             }
             return Err(StorageError::LogExists {
                 topic_partition: tp.clone(),
@@ -274,6 +277,12 @@ impl LogManager {
             });
         }
         let dir = self.shared.data_dir.join(partition_dir_name(tp));
+        if dir.exists() {
+            return Err(StorageError::CorruptFile {
+                path: dir,
+                reason: "a directory for this log exists but was not loaded".into(),
+            });
+        }
         let created = (|| {
             std::fs::create_dir(&dir).map_err(io_error(&dir))?;
             write_atomic(
@@ -306,7 +315,10 @@ impl LogManager {
             recovery_point: Offset(0),
             context: self.context(),
         });
-        logs.insert(tp.clone(), Arc::clone(&log));
+        self.shared
+            .logs
+            .write()
+            .insert(tp.clone(), Arc::clone(&log));
         tracing::info!(topic_partition = %tp, %topic_id, "created log");
         Ok(log)
     }
@@ -342,6 +354,7 @@ impl LogManager {
     /// `Ok` if there is no such log.
     pub fn delete_log(&self, tp: &TopicPartition) -> Result<(), StorageError> {
         self.shared.failure.check()?;
+        let _deleting = self.shared.create_lock.lock();
         let Some(log) = self.shared.logs.write().remove(tp) else {
             return Ok(());
         };

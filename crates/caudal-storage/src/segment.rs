@@ -534,14 +534,18 @@ impl Segment {
     }
 
     /// Loading after a clean shutdown (or a trusted segment below the recovery point): adopts the
-    /// validated index files, then scans from the last offset-index entry to the end (validating
-    /// those batches) to learn the next offset and the max timestamp. Returns the next offset, or
-    /// why the segment must be recovered instead.
+    /// validated index files. For the active segment (`offset_limit == None`) it then scans from
+    /// the last offset-index entry to the end, validating those batches, indexing them as appends
+    /// would have (so a missing or short index file is completed) and learning the next offset and
+    /// the max timestamp. An inactive segment's index entries must stay below `offset_limit` (the
+    /// next segment's base offset). Returns the next offset of the active segment, or why the
+    /// segment must be recovered instead.
     pub fn load_with_index(
         &self,
         files: SegmentIndexFiles,
         now: TimestampMs,
-        scan_tail: bool,
+        offset_limit: Option<Offset>,
+        index_interval_bytes: u32,
     ) -> Result<Result<Option<Offset>, String>, StorageError> {
         let size = self.size();
         let mut index = SegmentIndex::new(self.base_offset, now);
@@ -564,11 +568,26 @@ impl Segment {
                 BatchAt::End => {}
             }
         }
-        if !scan_tail {
+        let beyond = |index: &SegmentIndex, limit: Offset| {
+            index
+                .offset_index
+                .last()
+                .is_some_and(|entry| entry.last_offset >= limit)
+                || index
+                    .time_index
+                    .last()
+                    .is_some_and(|entry| entry.offset >= limit)
+        };
+        if let Some(limit) = offset_limit {
             if size > 0 && index.max_timestamp.is_none() {
                 return Ok(Err(
                     "time index of a non-empty inactive segment is empty".into()
                 ));
+            }
+            if beyond(&index, limit) {
+                return Ok(Err(format!(
+                    "index entries reach the next segment's base offset {limit}"
+                )));
             }
             *self.index.write() = index;
             return Ok(Ok(None));
@@ -576,6 +595,7 @@ impl Segment {
         let start = index.offset_index.last().copied();
         let mut position = start.map_or(0, |entry| entry.position as u64);
         let mut next_offset = self.base_offset;
+        let mut new_entries = Vec::new();
         let mut reader = ChunkReader::new(&self.log, &self.log_path, size, SCAN_CHUNK_BYTES);
         loop {
             match reader.batch_at(position, true)? {
@@ -601,12 +621,21 @@ impl Segment {
                             "batch at byte {position} has offsets out of order"
                         )));
                     }
-                    index.observe_batch(&header, position);
+                    let added = index.on_batch(&header, position, index_interval_bytes);
+                    if added.offset.is_some() || added.time.is_some() {
+                        new_entries.push(added);
+                    }
                     next_offset = header.next_offset();
                     position += header.size_bytes() as u64;
                 }
             }
         }
+        if beyond(&index, next_offset) {
+            return Ok(Err(format!(
+                "index entries reach past the last offset {next_offset}"
+            )));
+        }
+        self.append_index_entries(&new_entries)?;
         *self.index.write() = index;
         Ok(Ok(Some(next_offset)))
     }

@@ -311,6 +311,14 @@ fn garbage_index_files_are_rebuilt_identically() {
             },
         );
         fill(&log, 600);
+        // Until the active segment has index entries too.
+        while std::fs::metadata(segment_files(dir.path(), ".index").pop().unwrap())
+            .unwrap()
+            .len()
+            == 0
+        {
+            fill(&log, 10);
+        }
         let content = read_all(&log);
         manager.shutdown().unwrap();
         content
@@ -319,6 +327,8 @@ fn garbage_index_files_are_rebuilt_identically() {
     let time_indexes = segment_files(dir.path(), ".timeindex");
     let original_index = std::fs::read(&indexes[1]).unwrap();
     let original_time_index = std::fs::read(&time_indexes[2]).unwrap();
+    let original_active_index = std::fs::read(indexes.last().unwrap()).unwrap();
+    assert!(!original_active_index.is_empty());
     assert!(!original_index.is_empty() && !original_time_index.is_empty());
     std::fs::write(&indexes[1], b"1234567").unwrap();
     std::fs::write(&time_indexes[2], [0xFFu8; 24]).unwrap();
