@@ -293,9 +293,15 @@ impl Connection {
         let (_, client_max) = client_range(ApiKey::ApiVersions).unwrap_or((0, 0));
         let mut version = client_max;
         for _ in 0..2 {
-            let request = ApiVersionsRequest::default()
-                .with_client_software_name(StrBytes::from_static_str("caudal-client"))
-                .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+            let mut request = ApiVersionsRequest::default();
+            // The software name and version exist from v3 (KIP-511).
+            if version >= 3 {
+                request = request
+                    .with_client_software_name(StrBytes::from_static_str("caudal-client"))
+                    .with_client_software_version(StrBytes::from_static_str(env!(
+                        "CARGO_PKG_VERSION"
+                    )));
+            }
             let frame = self
                 .enqueue_request(&request, version, true)
                 .await?
