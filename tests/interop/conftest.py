@@ -101,7 +101,8 @@ class Broker:
         self._log_file = open(self.log_path, "ab")
         self._log_file.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
         self._log_file.flush()
-        env = dict(os.environ)
+        # CAUDAL_* variables are broker configuration: only the flags above may configure it
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAUDAL_")}
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
         env["NO_COLOR"] = "1"
@@ -133,7 +134,9 @@ class Broker:
         # 2) a real client gets metadata
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 5000})
+        from support import rdkafka_conf
+
+        admin = AdminClient(rdkafka_conf(self.bootstrap, **{"socket.timeout.ms": 5000}))
         last_error = None
         while True:
             self._check_alive("while waiting for metadata")
@@ -162,6 +165,9 @@ class Broker:
         """
         if self.proc is None:
             raise BrokerError("broker not started")
+        from support import forget_admin
+
+        forget_admin(self.bootstrap)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -187,6 +193,9 @@ class Broker:
     def _kill_group(self) -> None:
         if self.proc is None:
             return
+        from support import forget_admin
+
+        forget_admin(self.bootstrap)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import random
 import shutil
 import subprocess
@@ -23,6 +24,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 JS_DIR = REPO_ROOT / "tests/interop/js"
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+
+# librdkafka's log lines go through Python logging, so pytest captures them per test (and shows
+# them only for failing tests) instead of printing to the terminal.
+RDKAFKA_LOGGER = logging.getLogger("librdkafka")
+
+
+def rdkafka_conf(bootstrap: str, **conf) -> dict:
+    """Base configuration for every confluent-kafka client in the suite."""
+    return {"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOGGER, **conf}
 
 
 def unique_topic(prefix: str) -> str:
@@ -162,10 +172,22 @@ def now_ms() -> int:
 # ---- confluent-kafka (librdkafka) -------------------------------------------------------------
 
 
+_ADMINS: dict = {}
+
+
 def ck_admin(bootstrap: str):
+    """One AdminClient per bootstrap address, kept alive for the session: a client that is
+    garbage-collected while a request is outstanding fails that request with _DESTROY."""
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
+    if bootstrap not in _ADMINS:
+        _ADMINS[bootstrap] = AdminClient(rdkafka_conf(bootstrap, **{"socket.timeout.ms": 10000}))
+    return _ADMINS[bootstrap]
+
+
+def forget_admin(bootstrap: str) -> None:
+    """Drops the cached AdminClient of a broker that stopped (it would retry forever)."""
+    _ADMINS.pop(bootstrap, None)
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 3, config: dict | None = None, timeout: float = 20):
@@ -208,7 +230,7 @@ def ck_produce(
     from confluent_kafka import Producer
 
     conf = {
-        "bootstrap.servers": bootstrap,
+        **rdkafka_conf(bootstrap),
         "compression.type": compression,
         "acks": "all",
         "linger.ms": 5,
@@ -254,7 +276,7 @@ def ck_consumer(bootstrap: str, extra: dict | None = None):
     from confluent_kafka import Consumer
 
     conf = {
-        "bootstrap.servers": bootstrap,
+        **rdkafka_conf(bootstrap),
         "group.id": f"interop-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,

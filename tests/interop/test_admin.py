@@ -98,7 +98,6 @@ def test_confluent_validate_only(shared_broker):
     b = shared_broker.bootstrap
     topic = unique_topic("admin-validate")
     assert ck_create(b, topic, 3, validate_only=True) == 0
-    time.sleep(0.5)  # give a wrongly created topic time to show up in metadata
     assert topic not in ck_topics(b)
     assert ck_create(b, "bad name", 3, validate_only=True) == INVALID_TOPIC_EXCEPTION
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import wire
-from support import ck_consume, create_topic, unique_topic
+from support import ck_consume, create_topic, rdkafka_conf, unique_topic
 
 UNSUPPORTED_VERSION = 35
 SOCKET_REQUEST_MAX_BYTES = 100 * 1024 * 1024  # Kafka's default socket.request.max.bytes
@@ -26,7 +26,7 @@ class Canary:
 
         self.topic = topic
         self.producer = Producer(
-            {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0, "message.timeout.ms": 20000}
+            {**rdkafka_conf(bootstrap), "acks": "all", "linger.ms": 0, "message.timeout.ms": 20000}
         )
         self.delivered = 0
         self.errors = []

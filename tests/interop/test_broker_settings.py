@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import wire
-from support import Record, ck_consume, ck_produce, create_topic, unique_topic, wait_topic_ready
+from support import Record, ck_consume, ck_produce, create_topic, rdkafka_conf, unique_topic, wait_topic_ready
 
 UNKNOWN_TOPIC_OR_PARTITION = 3
 LEADER_NOT_AVAILABLE = 5
@@ -18,7 +18,7 @@ def ck_produce_one(bootstrap, topic, value, extra=None, timeout=30):
     from confluent_kafka import Producer
 
     conf = {
-        "bootstrap.servers": bootstrap,
+        **rdkafka_conf(bootstrap),
         "acks": "all",
         "message.timeout.ms": int(timeout * 1000),
         "topic.metadata.propagation.max.ms": 1000,

@@ -49,7 +49,7 @@ CompressionCodecs[CompressionTypes.ZSTD] = () => ({
   },
   async decompress(buffer) {
     await zstdReady
-    return Buffer.from(zstd.decompress(buffer))
+    return Buffer.from(zstd.decompress(buffer, { defaultHeapSize: 16 * 1024 * 1024 }))
   },
 })
 
@@ -249,7 +249,10 @@ async function main() {
   const req = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}')
   zstdReady = zstd.init()
   const out = await run(req)
-  process.stdout.write(JSON.stringify(out))
+  // exit only once the (possibly large) output is flushed to the pipe
+  await new Promise((resolve, reject) =>
+    process.stdout.write(JSON.stringify(out), err => (err ? reject(err) : resolve()))
+  )
 }
 
 main().then(
