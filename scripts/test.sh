@@ -15,6 +15,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 out_dir="target/test-run"
+rm -rf "$out_dir" # the summary must count this run only
 mkdir -p "$out_dir"
 started=$(date +%s)
 declare -a step_names=() step_results=()
