@@ -11,6 +11,7 @@ target/debug/caudal (scripts/test.sh builds the release one and sets CAUDAL_BIN)
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import signal
@@ -53,6 +54,17 @@ def free_port() -> int:
 
 class BrokerError(Exception):
     pass
+
+
+# Every broker process this session started, so that none outlives pytest even if a fixture's
+# teardown never runs (interrupt, internal error).
+_LIVE: set = set()
+
+
+@atexit.register
+def _kill_leftover_brokers() -> None:
+    for broker in list(_LIVE):
+        broker.cleanup()
 
 
 class Broker:
@@ -116,6 +128,7 @@ class Broker:
             env=env,
             start_new_session=True,
         )
+        _LIVE.add(self)
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
@@ -213,6 +226,7 @@ class Broker:
     def cleanup(self) -> None:
         self._kill_group()
         self._close_log()
+        _LIVE.discard(self)
 
     # ---- logs ---------------------------------------------------------------------------------
     def log_text(self, since_last_start: bool = False) -> str:
