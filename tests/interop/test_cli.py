@@ -146,3 +146,19 @@ def test_usage_errors(caudal_bin, args):
     res = caudal(caudal_bin, *args)
     assert res.returncode != 0
     assert res.stderr
+
+
+def test_produce_and_consume_errors_are_one_line(broker_factory, caudal_bin):
+    b = broker_factory(settings={"auto.create.topics.enable": "false", "message.max.bytes": "2000"})
+    missing = unique_topic("cli-missing")
+    line = one_line_error(caudal(caudal_bin, "produce", missing, "-b", b.bootstrap, input_=b"x\n"))
+    assert "unknown" in line.lower() or "not exist" in line.lower(), line
+    line = one_line_error(
+        caudal(caudal_bin, "consume", missing, "-b", b.bootstrap, "--from-beginning", "--timeout-ms", 2000)
+    )
+    assert "unknown" in line.lower() or "not exist" in line.lower(), line
+    topic = unique_topic("cli-toolarge")
+    create_topic(b.bootstrap, topic, 1)
+    res = caudal(caudal_bin, "produce", topic, "-b", b.bootstrap, input_=b"y" * 5000 + b"\n")
+    assert res.returncode != 0
+    assert "too large" in res.stderr.decode().lower() or "message_too_large" in res.stderr.decode().lower(), res.stderr
