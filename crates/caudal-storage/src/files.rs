@@ -185,7 +185,9 @@ pub(crate) fn decode_offset_checkpoint(
             .parse()
             .map_err(|_| corrupt(path, format!("malformed offset in {line:?}")))?;
         let tp = TopicPartition::new(topic, PartitionIndex(partition));
-        if validate_topic_partition(&tp).is_err() || offset < 0 {
+        if validate_topic_partition(&tp).is_err()
+            || !(0..=crate::segment::BASE_OFFSET_MAX).contains(&offset)
+        {
             return Err(corrupt(path, format!("invalid entry {line:?}")));
         }
         entries.insert(tp, Offset(offset));

@@ -39,8 +39,20 @@ pub(crate) const RELATIVE_OFFSET_MAX: i64 = i32::MAX as i64;
 
 /// True when `offset` can be stored relative to `base_offset` in the indexes.
 pub(crate) fn fits_relative(base_offset: Offset, offset: Offset) -> bool {
-    let relative = offset.0 - base_offset.0;
-    (0..=RELATIVE_OFFSET_MAX).contains(&relative)
+    offset
+        .0
+        .checked_sub(base_offset.0)
+        .is_some_and(|relative| (0..=RELATIVE_OFFSET_MAX).contains(&relative))
+}
+
+/// True when every offset of the batch `header` describes fits a segment based at
+/// `segment_base`. Base offsets are not covered by the CRC, so this is checked (without overflow)
+/// before any offset arithmetic on a header read from disk.
+pub(crate) fn batch_fits_segment(segment_base: Offset, header: &RecordBatchHeader) -> bool {
+    header.last_offset_delta >= 0
+        && fits_relative(segment_base, header.base_offset)
+        && header.base_offset.0 - segment_base.0 + header.last_offset_delta as i64
+            <= RELATIVE_OFFSET_MAX
 }
 
 pub(crate) fn encode_offset_entry(base_offset: Offset, entry: OffsetIndexEntry) -> [u8; 8] {

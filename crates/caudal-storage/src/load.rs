@@ -266,57 +266,81 @@ pub(crate) fn load_log(
     if let Some(stopped) = stop_at {
         for base in bases[stopped + 1..].iter().copied() {
             let segment = Segment::open(dir, base, params.now)?;
-            report.bytes_truncated += segment.size();
-            let mut dropped = 0u64;
-            let counted =
-                segment.recover(config.index_interval_bytes, Offset(0), params.now, |_| {
-                    dropped += 1;
-                });
-            if counted.is_ok() {
-                report.batches_dropped += dropped;
-            }
-            segment.delete_files()?;
-            report.segments_deleted += 1;
+            drop_segment(
+                &segment,
+                &mut report,
+                config.index_interval_bytes,
+                params.now,
+            )?;
         }
-        let site = report.corruption.as_ref();
-        tracing::warn!(
-            topic_partition = %tp,
-            segment = site.map(|site| site.segment_base_offset.0),
-            position = site.map(|site| site.position),
-            reason = site.map(|site| site.reason.as_str()),
-            bytes_truncated = report.bytes_truncated,
-            segments_deleted = report.segments_deleted,
-            batches_dropped = report.batches_dropped,
-            log_end_offset = log_end_offset.0,
-            "recovery truncated the log at the first invalid batch"
-        );
+        warn_truncated(&tp, &report, log_end_offset);
     }
     // An inactive segment's max timestamp is the last entry of its time index.
     for segment in &segments[..segments.len() - 1] {
         segment.append_final_time_entry()?;
     }
 
-    let first_base = segments[0].base_offset;
-    if !epochs_trusted && log_end_offset > first_base {
-        let mut rebuilt = LeaderEpochCache::default();
-        replay_segments(&segments, first_base, log_end_offset, |header| {
-            let epoch = header.partition_leader_epoch;
-            if epoch.0 >= 0 && rebuilt.latest_epoch().is_none_or(|latest| epoch > latest) {
-                rebuilt.assign(epoch, header.base_offset);
+    // Rebuilding the leader-epoch cache (if its file was lost) and producer state reads trusted
+    // segments that were never scanned. If one turns out to be corrupt, recover it (truncating it
+    // and dropping later segments, or just rebuilding a misleading index) and try again.
+    let mut recovered_again = Vec::new();
+    let (producers, (snapshot, replayed)) = loop {
+        let first_base = segments[0].base_offset;
+        let rebuilt = (|| {
+            if !epochs_trusted && log_end_offset > first_base {
+                let mut rebuilt = LeaderEpochCache::default();
+                replay_segments(&segments, first_base, log_end_offset, |header| {
+                    let epoch = header.partition_leader_epoch;
+                    if epoch.0 >= 0 && rebuilt.latest_epoch().is_none_or(|latest| epoch > latest) {
+                        rebuilt.assign(epoch, header.base_offset);
+                    }
+                })?;
+                epochs = rebuilt;
+                epochs.mark_dirty();
+                report.leader_epochs_rebuilt = true;
             }
-        })?;
-        epochs = rebuilt;
-        epochs.mark_dirty();
-        report.leader_epochs_rebuilt = true;
-    }
+            rebuild_producer_state(dir, &segments, log_end_offset)
+        })();
+        let (path, reason) = match rebuilt {
+            Ok(result) => break result,
+            Err(StorageError::CorruptFile { path, reason }) => (path, reason),
+            Err(error) => return Err(error),
+        };
+        let failed = segments.iter().position(|segment| segment.log_path == path);
+        let Some(failed) = failed.filter(|failed| !recovered_again.contains(failed)) else {
+            return Err(StorageError::CorruptFile { path, reason });
+        };
+        tracing::warn!(topic_partition = %tp, segment = segments[failed].base_offset.0, %reason, "a trusted segment is corrupt; recovering it");
+        recovered_again.push(failed);
+        let segment = Arc::clone(&segments[failed]);
+        let recovery =
+            segment.recover(config.index_interval_bytes, Offset(0), params.now, |_| {})?;
+        report.segments_recovered += 1;
+        report.indexes_rebuilt += 1;
+        report.batches_validated += recovery.batches;
+        if let Some(Corruption { position, reason }) = recovery.corruption {
+            report.bytes_truncated += recovery.bytes_truncated;
+            report.corruption = Some(CorruptionSite {
+                segment_base_offset: segment.base_offset,
+                position,
+                reason,
+            });
+            for later in segments.drain(failed + 1..) {
+                drop_segment(&later, &mut report, config.index_interval_bytes, params.now)?;
+            }
+            log_end_offset = recovery.next_offset;
+            warn_truncated(&tp, &report, log_end_offset);
+        } else if failed + 1 < segments.len() {
+            segment.append_final_time_entry()?;
+        }
+    };
+    report.producer_snapshot = snapshot;
+    report.producer_batches_replayed = replayed;
     epochs.truncate_from_end(log_end_offset);
     if epochs.is_dirty() || !epochs_trusted {
         write_epoch_checkpoint(dir, &mut epochs)?;
     }
-
-    let (producers, (snapshot, replayed)) = rebuild_producer_state(dir, &segments, log_end_offset)?;
-    report.producer_snapshot = snapshot;
-    report.producer_batches_replayed = replayed;
+    let first_base = segments[0].base_offset;
 
     let log_start_offset = params
         .log_start_offset
@@ -359,4 +383,39 @@ pub(crate) fn load_log(
         context: params.context,
     });
     Ok((log, report))
+}
+
+/// Deletes a segment that follows a truncation point, counting its bytes and valid batches.
+fn drop_segment(
+    segment: &Segment,
+    report: &mut RecoveryReport,
+    index_interval_bytes: u32,
+    now: TimestampMs,
+) -> Result<(), StorageError> {
+    report.bytes_truncated += segment.size();
+    let mut dropped = 0u64;
+    if segment
+        .recover(index_interval_bytes, Offset(0), now, |_| dropped += 1)
+        .is_ok()
+    {
+        report.batches_dropped += dropped;
+    }
+    segment.delete_files()?;
+    report.segments_deleted += 1;
+    Ok(())
+}
+
+fn warn_truncated(tp: &TopicPartition, report: &RecoveryReport, log_end_offset: Offset) {
+    let site = report.corruption.as_ref();
+    tracing::warn!(
+        topic_partition = %tp,
+        segment = site.map(|site| site.segment_base_offset.0),
+        position = site.map(|site| site.position),
+        reason = site.map(|site| site.reason.as_str()),
+        bytes_truncated = report.bytes_truncated,
+        segments_deleted = report.segments_deleted,
+        batches_dropped = report.batches_dropped,
+        log_end_offset = log_end_offset.0,
+        "recovery truncated the log at the first invalid batch"
+    );
 }

@@ -29,7 +29,7 @@ use crate::config::{LogConfig, TimestampType};
 use crate::epoch::{LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache};
 use crate::error::{StorageError, io_error};
 use crate::files::{sync_dir, write_atomic};
-use crate::index::fits_relative;
+use crate::index::{batch_fits_segment, fits_relative};
 use crate::manager::{FlusherMessage, ManagerShared};
 use crate::producer::{self, LeaderCheck, ProducerBatch, ProducerStates};
 use crate::segment::Segment;
@@ -264,6 +264,11 @@ fn parse_follower_batches(batches: &[u8]) -> Result<Vec<ParsedBatch>, StorageErr
     for item in BatchIter::new(batches) {
         let (range, header) =
             item.map_err(|source| StorageError::CorruptBatch { position, source })?;
+        if header.base_offset.0 < 0 || header.base_offset.0 > crate::segment::BASE_OFFSET_MAX {
+            return Err(StorageError::InvalidRecord {
+                reason: "a replicated batch has an impossible base offset",
+            });
+        }
         position = range.end;
         parsed.push(ParsedBatch {
             start: range.start,
@@ -958,7 +963,10 @@ impl PartitionLog {
                 let Ok(batch) = RecordBatchHeader::parse(&bytes[whole..]) else {
                     break;
                 };
-                if whole + batch.size_bytes() > bytes.len() || batch.last_offset() >= upper_bound {
+                if whole + batch.size_bytes() > bytes.len()
+                    || !batch_fits_segment(segment.base_offset, &batch)
+                    || batch.last_offset() >= upper_bound
+                {
                     break;
                 }
                 whole += batch.size_bytes();
@@ -1090,7 +1098,7 @@ impl PartitionLog {
     /// offset). Kafka's `truncateFullyAndStartAt`, for a follower far behind or ahead of its
     /// leader.
     pub fn truncate_fully_and_start_at(&self, offset: Offset) -> Result<(), StorageError> {
-        if offset.0 < 0 {
+        if !(0..=crate::segment::BASE_OFFSET_MAX).contains(&offset.0) {
             return Err(self.out_of_range(offset));
         }
         self.check_open()?;
@@ -1123,7 +1131,7 @@ impl PartitionLog {
             segment.delete_files()?;
         }
         let last = Arc::clone(state.active());
-        let new_end = last.truncate_to(offset)?;
+        let new_end = last.truncate_to(offset, self.config().index_interval_bytes)?;
         if !removed.is_empty() {
             sync_dir(&self.dir)?;
         }
@@ -1137,7 +1145,11 @@ impl PartitionLog {
                 write_epoch_checkpoint(&self.dir, &mut epochs)?;
             }
         }
-        let (producers, _) = rebuild_producer_state(&self.dir, &state.segments, new_end)?;
+        // Rebuilding reads segments that were never rescanned; if one is corrupt the in-memory
+        // state can no longer be trusted, so the directory goes offline and the next open
+        // recovers it.
+        let (producers, _) = rebuild_producer_state(&self.dir, &state.segments, new_end)
+            .inspect_err(|error| self.failure.fail(error))?;
         state.producers = producers;
         state.unsynced_snapshots.clear();
         tracing::info!(

@@ -20,7 +20,8 @@ use crate::error::{StorageError, io_error};
 use crate::files::remove_file_if_exists;
 use crate::index::{
     NewIndexEntries, OFFSET_INDEX_ENTRY_BYTES, SegmentIndex, TIME_INDEX_ENTRY_BYTES,
-    decode_offset_index, decode_time_index, encode_offset_entry, encode_time_entry, fits_relative,
+    batch_fits_segment, decode_offset_index, decode_time_index, encode_offset_entry,
+    encode_time_entry,
 };
 
 /// Suffix of segment data files.
@@ -40,13 +41,21 @@ pub(crate) fn segment_file_name(base_offset: Offset, suffix: &str) -> String {
     format!("{:020}{suffix}", base_offset.0)
 }
 
+/// The largest base offset a segment (or snapshot) file name may carry. Far beyond any real log,
+/// and low enough that offset arithmetic on it can never overflow.
+pub(crate) const BASE_OFFSET_MAX: i64 = i64::MAX / 2;
+
 /// Parses `<20 digits><suffix>`.
 pub(crate) fn parse_segment_file_name(name: &str, suffix: &str) -> Option<Offset> {
     let digits = name.strip_suffix(suffix)?;
     if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }
-    digits.parse::<i64>().ok().map(Offset)
+    digits
+        .parse::<i64>()
+        .ok()
+        .filter(|base| *base <= BASE_OFFSET_MAX)
+        .map(Offset)
 }
 
 /// Where and why a scan stopped before the end of a segment.
@@ -70,7 +79,8 @@ pub(crate) enum BatchAt {
     /// The position is the end of the scanned range.
     End,
     Batch(RecordBatchHeader),
-    Invalid(BatchError),
+    /// Why the bytes at the position are not a valid batch of this segment.
+    Invalid(String),
 }
 
 /// Buffered positional reads over `[0, end)` of a file; never moves the file cursor, so it is
@@ -78,6 +88,7 @@ pub(crate) enum BatchAt {
 pub(crate) struct ChunkReader<'a> {
     file: &'a File,
     path: &'a Path,
+    segment_base: Offset,
     end: u64,
     chunk: usize,
     buf: Vec<u8>,
@@ -85,10 +96,17 @@ pub(crate) struct ChunkReader<'a> {
 }
 
 impl<'a> ChunkReader<'a> {
-    pub fn new(file: &'a File, path: &'a Path, end: u64, chunk: usize) -> Self {
+    pub fn new(
+        file: &'a File,
+        path: &'a Path,
+        segment_base: Offset,
+        end: u64,
+        chunk: usize,
+    ) -> Self {
         Self {
             file,
             path,
+            segment_base,
             end,
             chunk,
             buf: Vec::new(),
@@ -112,29 +130,42 @@ impl<'a> ChunkReader<'a> {
         Ok(&self.buf[start..start + len])
     }
 
-    /// Reads the batch starting at `position`: its header always, and with `validate` its CRC
-    /// (streamed, so a batch never needs a buffer of its own size) and field sanity too.
+    /// Reads the batch starting at `position`: its header always (which must be whole, magic 2,
+    /// and with offsets that fit the segment), and with `validate` its CRC (streamed, so a batch
+    /// never needs a buffer of its own size) and field sanity too.
     pub fn batch_at(&mut self, position: u64, validate: bool) -> Result<BatchAt, StorageError> {
         if position >= self.end {
             return Ok(BatchAt::End);
         }
         let available = self.end - position;
         if available < HEADER_BYTES as u64 {
-            return Ok(BatchAt::Invalid(BatchError::Truncated {
-                available: available as usize,
-                needed: HEADER_BYTES,
-            }));
+            return Ok(BatchAt::Invalid(
+                BatchError::Truncated {
+                    available: available as usize,
+                    needed: HEADER_BYTES,
+                }
+                .to_string(),
+            ));
         }
         let header = match RecordBatchHeader::parse(self.bytes(position, HEADER_BYTES)?) {
             Ok(header) => header,
-            Err(error) => return Ok(BatchAt::Invalid(error)),
+            Err(error) => return Ok(BatchAt::Invalid(error.to_string())),
         };
         let size = header.size_bytes() as u64;
         if size > available {
-            return Ok(BatchAt::Invalid(BatchError::Truncated {
-                available: available as usize,
-                needed: size as usize,
-            }));
+            return Ok(BatchAt::Invalid(
+                BatchError::Truncated {
+                    available: available as usize,
+                    needed: size as usize,
+                }
+                .to_string(),
+            ));
+        }
+        if !batch_fits_segment(self.segment_base, &header) {
+            return Ok(BatchAt::Invalid(format!(
+                "batch offsets {} + {} do not fit segment {}",
+                header.base_offset, header.last_offset_delta, self.segment_base
+            )));
         }
         if validate {
             // The CRC covers everything from the attributes (byte 21) to the end of the batch.
@@ -147,19 +178,25 @@ impl<'a> ChunkReader<'a> {
                 at += len as u64;
             }
             if crc != header.crc {
-                return Ok(BatchAt::Invalid(BatchError::CrcMismatch {
-                    stored: header.crc,
-                    computed: crc,
-                }));
+                return Ok(BatchAt::Invalid(
+                    BatchError::CrcMismatch {
+                        stored: header.crc,
+                        computed: crc,
+                    }
+                    .to_string(),
+                ));
             }
             if header.record_count < 0 || header.last_offset_delta < 0 {
-                return Ok(BatchAt::Invalid(BatchError::RecordCountMismatch {
-                    record_count: header.record_count,
-                    last_offset_delta: header.last_offset_delta,
-                }));
+                return Ok(BatchAt::Invalid(
+                    BatchError::RecordCountMismatch {
+                        record_count: header.record_count,
+                        last_offset_delta: header.last_offset_delta,
+                    }
+                    .to_string(),
+                ));
             }
             if let Err(error) = header.compression() {
-                return Ok(BatchAt::Invalid(error));
+                return Ok(BatchAt::Invalid(error.to_string()));
             }
         }
         Ok(BatchAt::Batch(header))
@@ -421,7 +458,13 @@ impl Segment {
         end: u64,
         target: Offset,
     ) -> Result<Option<(u64, RecordBatchHeader)>, StorageError> {
-        let mut reader = ChunkReader::new(&self.log, &self.log_path, end, SEARCH_CHUNK_BYTES);
+        let mut reader = ChunkReader::new(
+            &self.log,
+            &self.log_path,
+            self.base_offset,
+            end,
+            SEARCH_CHUNK_BYTES,
+        );
         let mut position = from;
         loop {
             match reader.batch_at(position, false)? {
@@ -444,7 +487,13 @@ impl Segment {
         end: u64,
         mut visit: impl FnMut(u64, &RecordBatchHeader) -> std::ops::ControlFlow<()>,
     ) -> Result<(), StorageError> {
-        let mut reader = ChunkReader::new(&self.log, &self.log_path, end, SCAN_CHUNK_BYTES);
+        let mut reader = ChunkReader::new(
+            &self.log,
+            &self.log_path,
+            self.base_offset,
+            end,
+            SCAN_CHUNK_BYTES,
+        );
         let mut position = from;
         loop {
             match reader.batch_at(position, false)? {
@@ -473,19 +522,20 @@ impl Segment {
     ) -> Result<SegmentRecovery, StorageError> {
         let file_size = self.log.metadata().map_err(io_error(&self.log_path))?.len();
         let mut index = SegmentIndex::new(self.base_offset, now);
-        let mut reader = ChunkReader::new(&self.log, &self.log_path, file_size, SCAN_CHUNK_BYTES);
+        let mut reader = ChunkReader::new(
+            &self.log,
+            &self.log_path,
+            self.base_offset,
+            file_size,
+            SCAN_CHUNK_BYTES,
+        );
         let mut position = 0u64;
         let mut next_offset = self.base_offset.max(next_offset_min);
         let mut batches = 0u64;
         let corruption = loop {
             match reader.batch_at(position, true)? {
                 BatchAt::End => break None,
-                BatchAt::Invalid(error) => {
-                    break Some(Corruption {
-                        position,
-                        reason: error.to_string(),
-                    });
-                }
+                BatchAt::Invalid(reason) => break Some(Corruption { position, reason }),
                 BatchAt::Batch(header) => {
                     if header.base_offset < next_offset {
                         break Some(Corruption {
@@ -496,16 +546,10 @@ impl Segment {
                             ),
                         });
                     }
-                    if !fits_relative(self.base_offset, header.last_offset())
-                        || position > u32::MAX as u64
-                    {
+                    if position > u32::MAX as u64 {
                         break Some(Corruption {
                             position,
-                            reason: format!(
-                                "batch last offset {} does not fit segment {}",
-                                header.last_offset(),
-                                self.base_offset
-                            ),
+                            reason: "the segment is larger than 4 GiB".into(),
                         });
                     }
                     index.on_batch(&header, position, index_interval_bytes);
@@ -553,7 +597,13 @@ impl Segment {
         index.time_index = files.time_index;
         index.max_timestamp = index.time_index.last().copied();
         if size > 0 {
-            let mut reader = ChunkReader::new(&self.log, &self.log_path, size, SEARCH_CHUNK_BYTES);
+            let mut reader = ChunkReader::new(
+                &self.log,
+                &self.log_path,
+                self.base_offset,
+                size,
+                SEARCH_CHUNK_BYTES,
+            );
             match reader.batch_at(0, false)? {
                 BatchAt::Batch(header) if header.base_offset >= self.base_offset => {
                     index.first_batch_max_timestamp = Some(header.max_timestamp);
@@ -596,7 +646,13 @@ impl Segment {
         let mut position = start.map_or(0, |entry| entry.position as u64);
         let mut next_offset = self.base_offset;
         let mut new_entries = Vec::new();
-        let mut reader = ChunkReader::new(&self.log, &self.log_path, size, SCAN_CHUNK_BYTES);
+        let mut reader = ChunkReader::new(
+            &self.log,
+            &self.log_path,
+            self.base_offset,
+            size,
+            SCAN_CHUNK_BYTES,
+        );
         loop {
             match reader.batch_at(position, true)? {
                 BatchAt::End => break,
@@ -614,9 +670,7 @@ impl Segment {
                             header.last_offset()
                         )));
                     }
-                    if header.base_offset < next_offset
-                        || !fits_relative(self.base_offset, header.last_offset())
-                    {
+                    if header.base_offset < next_offset {
                         return Ok(Err(format!(
                             "batch at byte {position} has offsets out of order"
                         )));
@@ -641,16 +695,69 @@ impl Segment {
     }
 
     /// Removes every batch whose last offset is ≥ `target` (a batch containing `target` goes
-    /// whole, as in Kafka), trims the indexes to match, fsyncs the file and returns the segment's
-    /// new next offset.
-    pub fn truncate_to(&self, target: Offset) -> Result<Offset, StorageError> {
+    /// whole, as in Kafka), trims the indexes to match (or rebuilds them if they disagree with the
+    /// data), fsyncs the file and returns the segment's new next offset.
+    pub fn truncate_to(
+        &self,
+        target: Offset,
+        index_interval_bytes: u32,
+    ) -> Result<Offset, StorageError> {
         let size = self.size();
         let mut index = self.index.write();
         let resume = index.truncate_entries(target);
+        let resume_entry = index.offset_index.last().copied();
+        let (cut, observed) = self.batches_before(resume, size, target)?;
+        // The batch at the last kept index entry must be the one the entry describes; if the
+        // index disagrees with the data, rebuild it from the start of the segment instead.
+        let consistent = match resume_entry {
+            None => true,
+            Some(entry) => observed.first().is_some_and(|(position, header)| {
+                *position == resume && header.last_offset() == entry.last_offset
+            }),
+        };
+        let (cut, observed, rebuilt) = if consistent {
+            (cut, observed, false)
+        } else {
+            *index = SegmentIndex::new(self.base_offset, index.created);
+            let (cut, observed) = self.batches_before(0, size, target)?;
+            (cut, observed, true)
+        };
         let mut next_offset = self.base_offset;
-        let mut cut = size;
+        for (position, header) in &observed {
+            if rebuilt {
+                index.on_batch(header, *position, index_interval_bytes);
+            } else {
+                index.observe_batch(header, *position);
+            }
+            next_offset = header.next_offset();
+        }
+        if cut == 0 {
+            index.first_batch_max_timestamp = None;
+        }
+        if rebuilt {
+            self.rewrite_index_files(&index)?;
+        } else {
+            self.truncate_index_files(index.offset_index.len(), index.time_index.len())?;
+        }
+        drop(index);
+        if cut < size {
+            self.truncate_log(cut)?;
+            self.sync_log()?;
+        }
+        Ok(next_offset)
+    }
+
+    /// The batches from `from` whose last offset is below `target`, and the position of the
+    /// first one that is not (or `end`).
+    fn batches_before(
+        &self,
+        from: u64,
+        end: u64,
+        target: Offset,
+    ) -> Result<(u64, Vec<(u64, RecordBatchHeader)>), StorageError> {
+        let mut cut = end;
         let mut observed = Vec::new();
-        self.scan_headers(resume, size, |position, header| {
+        self.scan_headers(from, end, |position, header| {
             if header.last_offset() >= target {
                 cut = position;
                 return std::ops::ControlFlow::Break(());
@@ -658,20 +765,7 @@ impl Segment {
             observed.push((position, *header));
             std::ops::ControlFlow::Continue(())
         })?;
-        for (position, header) in &observed {
-            index.observe_batch(header, *position);
-            next_offset = header.next_offset();
-        }
-        if cut == 0 {
-            index.first_batch_max_timestamp = None;
-        }
-        self.truncate_index_files(index.offset_index.len(), index.time_index.len())?;
-        drop(index);
-        if cut < size {
-            self.truncate_log(cut)?;
-            self.sync_log()?;
-        }
-        Ok(next_offset)
+        Ok((cut, observed))
     }
 }
 

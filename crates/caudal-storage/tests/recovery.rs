@@ -630,3 +630,50 @@ fn an_io_error_takes_the_directory_offline() {
     ));
     assert!(!dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
 }
+
+#[test]
+fn a_corrupt_base_offset_which_the_crc_does_not_cover_is_caught() {
+    // Recovery: the batch with the impossible base offset and everything after it go.
+    let dir = TempDir::new("bad-base-offset");
+    let (sizes, content) = crash_with_batches(&dir, 6, LogConfig::default());
+    let log_file = segment_files(dir.path(), ".log").pop().unwrap();
+    let bad_start: usize = sizes[..2].iter().sum();
+    let mut bytes = std::fs::read(&log_file).unwrap();
+    bytes[bad_start] = 0x7F;
+    std::fs::write(&log_file, &bytes).unwrap();
+    let manager = open(dir.path());
+    let report = &manager.recovery_report()[0];
+    assert_eq!(
+        report.corruption.as_ref().unwrap().position,
+        bad_start as u64
+    );
+    let log = manager.get(&tp()).unwrap();
+    assert_eq!(read_all(&log), content[..bad_start]);
+    drop(log);
+    manager.shutdown().unwrap();
+
+    // Trusted data (an inactive segment after a clean shutdown is not rescanned): reads stop
+    // with an error instead of panicking.
+    let dir = TempDir::new("bad-base-offset-clean");
+    {
+        let manager = open(dir.path());
+        let log = create(&manager, LogConfig::default());
+        fill(&log, 6);
+        log.roll(now(0)).unwrap();
+        fill(&log, 2);
+        manager.shutdown().unwrap();
+    }
+    let log_file = segment_files(dir.path(), ".log").remove(0);
+    let mut bytes = std::fs::read(&log_file).unwrap();
+    bytes[bad_start] = 0x7F;
+    std::fs::write(&log_file, &bytes).unwrap();
+    let manager = open(dir.path());
+    let log = manager.get(&tp()).unwrap();
+    // Offsets 0..3 (two batches) read fine; a read that would cross the bad batch stops before it.
+    let read = log.read(Offset(0), 1 << 20, MAX, true).unwrap();
+    assert_eq!(read.records.len(), bad_start);
+    assert!(matches!(
+        log.read(Offset(3), 1 << 20, MAX, true),
+        Err(StorageError::CorruptFile { .. })
+    ));
+}
