@@ -8,7 +8,8 @@
 
 #[cfg(feature = "huge-alloc-guard")]
 #[global_allocator]
-static ALLOCATOR: caudal_fuzz::HugeAllocationGuard = caudal_fuzz::HugeAllocationGuard;
+static ALLOCATOR: caudal_protocol::alloc_guard::GuardedAllocator =
+    caudal_protocol::alloc_guard::GuardedAllocator;
 
 use bytes::Bytes;
 use caudal_protocol::ErrorCode;

@@ -1,3 +1,3 @@
-//! The broker's global allocator; see `caudal_server::alloc_guard`.
+//! The broker's global allocator; see `caudal_protocol::alloc_guard`.
 
-pub use caudal_server::alloc_guard::GuardedAllocator;
+pub use caudal_protocol::alloc_guard::GuardedAllocator;

@@ -8,16 +8,21 @@
 //!   the correlation id so the broker can answer instead of hanging up.
 //! - [`response`]: encoding a typed response with the version-specific response header; encoding
 //!   requests and decoding responses for our own client.
+//! - [`alloc_guard`]: the global allocator that keeps hostile array counts (which the codec
+//!   pre-allocates from) from aborting the process; installed by every binary that decodes
+//!   network bytes.
 //! - [`api`]: the supported-API table type and the ApiVersions response built from it (KIP-511
 //!   fallback included).
 //! - [`error_response`]: Kafka's "error response" for every API: the response a request gets when
 //!   it fails as a whole (e.g. `UNSUPPORTED_VERSION`), with the error set on every entity the request
 //!   named.
 //!
-//! Invariants: never panics on bytes from the network; knows nothing of storage, sockets or tokio
+//! Invariants: never panics on bytes from the network (and, with the allocation guard installed,
+//! never aborts on them); knows nothing of storage, sockets or tokio
 //! tasks (the codec is a plain `tokio_util` codec value). Re-exports `kafka_protocol` so the rest of
 //! the workspace uses exactly one version of it.
 
+pub mod alloc_guard;
 pub mod api;
 pub mod error_response;
 pub mod frame;

@@ -35,7 +35,10 @@ pub fn storage_error_code(error: &StorageError) -> ErrorCode {
         StorageError::Io { .. }
         | StorageError::LogDirFailed { .. }
         | StorageError::CorruptFile { .. } => ErrorCode::KafkaStorageError,
-        StorageError::LogExists { .. } => ErrorCode::UnknownServerError,
+        // Follower appends and log creation: never the answer to a client's request.
+        StorageError::LogExists { .. } | StorageError::UnexpectedAppendOffset { .. } => {
+            ErrorCode::UnknownServerError
+        }
     }
 }
 

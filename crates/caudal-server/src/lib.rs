@@ -12,13 +12,11 @@
 //! - [`handlers`]: one module per API with its version range; the table there is the single
 //!   source of the ApiVersions response.
 //! - [`errors`]: typed errors → Kafka error codes, one exhaustive `match` per error type.
-//! - [`alloc_guard`]: the global allocator that keeps hostile array counts from aborting.
 //!
 //! Invariants: only this crate knows there is a network. Nothing here panics on bytes from a
 //! client: every frame is decoded into a `Result`, every length is bounded. A partition's appends
 //! happen in arrival order per connection; responses leave in request order; `acks=0` gets none.
 
-pub mod alloc_guard;
 pub mod broker;
 pub mod config;
 pub mod connection;
@@ -27,4 +25,6 @@ pub mod handlers;
 pub mod partition;
 
 pub use broker::{Broker, BrokerHandle, start};
+/// The allocation guard the broker binary installs (it lives with the codec it defends against).
+pub use caudal_protocol::alloc_guard;
 pub use config::{BrokerConfig, ConfigLayer};

@@ -1,4 +1,5 @@
-//! A global allocator that keeps impossible allocation sizes from aborting the broker.
+//! A global allocator that keeps impossible allocation sizes from aborting a process that decodes
+//! network bytes (the broker, the fuzz targets).
 //!
 //! The wire codec (`kafka-protocol` 0.18) pre-allocates `Vec::with_capacity(count)` from array counts
 //! read off the wire, before decoding a single element. A 12-byte request claiming 2^31 topics asks

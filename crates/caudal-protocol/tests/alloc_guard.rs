@@ -2,8 +2,8 @@
 //! decode error instead of a process abort.
 
 use bytes::Bytes;
+use caudal_protocol::alloc_guard::GuardedAllocator;
 use caudal_protocol::request::{RequestDecodeError, decode_request};
-use caudal_server::alloc_guard::GuardedAllocator;
 
 #[global_allocator]
 static ALLOCATOR: GuardedAllocator = GuardedAllocator;
