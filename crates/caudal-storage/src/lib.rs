@@ -17,8 +17,9 @@
 //! ## Main types
 //! - [`LogManager`]: open (load / recover) a data directory, create, get, delete logs, checkpoint,
 //!   shut down.
-//! - [`PartitionLog`]: `append_as_leader`, `read`, `flush_to`, `truncate_to`, timestamp and epoch
-//!   lookups, producer state. `Send + Sync`, shared as `Arc<PartitionLog>`.
+//! - [`PartitionLog`]: `append_as_leader`, `append_as_follower`, `read`, `flush_to`, `roll`,
+//!   `truncate_to`, timestamp and epoch lookups, producer state. `Send + Sync`, shared as
+//!   `Arc<PartitionLog>`.
 //! - [`LogConfig`], [`AppendOutcome`], [`ReadOutcome`], [`RecoveryReport`], [`StorageError`].
 //!
 //! ## Modules
