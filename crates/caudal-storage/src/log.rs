@@ -585,6 +585,9 @@ impl PartitionLog {
             }
         }
         segment.append(&mut slices)?;
+        // Data first, then what points at it: a reader that sees an index entry or a max
+        // timestamp always finds the batch below the published size.
+        segment.publish_size(start_position + append_bytes);
 
         let mut new_entries = Vec::new();
         {
@@ -601,7 +604,6 @@ impl PartitionLog {
             }
         }
         segment.append_index_entries(&new_entries)?;
-        segment.publish_size(start_position + append_bytes);
         state.producers.apply(updated);
         if leader_epoch.0 >= 0 {
             self.epochs.lock().assign(leader_epoch, first_offset);
@@ -731,6 +733,7 @@ impl PartitionLog {
         }
         let start_position = segment.size();
         segment.append(&mut [IoSlice::new(batches)])?;
+        segment.publish_size(start_position + append_bytes);
         let mut new_entries = Vec::new();
         {
             let mut index = segment.index.write();
@@ -744,7 +747,6 @@ impl PartitionLog {
             }
         }
         segment.append_index_entries(&new_entries)?;
-        segment.publish_size(start_position + append_bytes);
         {
             let mut epochs = self.epochs.lock();
             for batch in parsed {

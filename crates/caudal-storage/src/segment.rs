@@ -214,8 +214,8 @@ pub(crate) struct Segment {
     time_index_file: File,
     /// Bytes of `.log` visible to readers: everything below was completely written.
     size: AtomicU64,
-    /// Indexes and timestamps derived from the batches below `size` (and, while an append is in
-    /// progress, possibly a little beyond; readers clamp to `size`).
+    /// Indexes and timestamps derived from the batches below `size`. Appends publish `size`
+    /// first and update this after, so everything it points at is visible to readers.
     pub index: RwLock<SegmentIndex>,
 }
 
