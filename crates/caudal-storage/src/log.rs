@@ -141,6 +141,8 @@ pub(crate) struct AppendState {
     pub producers: ProducerStates,
     /// Snapshot files written without fsync, synced by the next flush.
     pub unsynced_snapshots: Vec<PathBuf>,
+    /// Rolled segments whose index files are not yet synced.
+    pub unsynced_rolled: Vec<Arc<Segment>>,
     /// A segment file was created or removed since the last directory fsync.
     pub dir_needs_sync: bool,
 }
@@ -150,6 +152,29 @@ impl AppendState {
         self.segments
             .last()
             .expect("a partition log always has an active segment")
+    }
+}
+
+/// What one fsync round syncs, snapshotted under the append lock.
+struct FlushWork {
+    target: Offset,
+    active_base: Offset,
+    /// Segments holding offsets in `[recovery point, target)`.
+    segments: Vec<Arc<Segment>>,
+    /// Rolled segments whose index files (final time entry) are not yet synced.
+    rolled: Vec<Arc<Segment>>,
+    snapshots: Vec<PathBuf>,
+    dir_needs_sync: bool,
+    epochs: Option<String>,
+}
+
+impl FlushWork {
+    fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+            && self.rolled.is_empty()
+            && self.snapshots.is_empty()
+            && !self.dir_needs_sync
+            && self.epochs.is_none()
     }
 }
 
@@ -321,6 +346,7 @@ impl PartitionLog {
                 segments: parts.segments,
                 producers: parts.producers,
                 unsynced_snapshots: Vec::new(),
+                unsynced_rolled: Vec::new(),
                 dir_needs_sync: false,
             }),
             truncation: RwLock::new(()),
@@ -808,6 +834,7 @@ impl PartitionLog {
             return Ok(());
         }
         active.append_final_time_entry()?;
+        state.unsynced_rolled.push(Arc::clone(&active));
         let snapshot = producer::write_snapshot(&self.dir, &state.producers, new_base, false)?;
         state.unsynced_snapshots.push(snapshot);
         state
@@ -835,29 +862,40 @@ impl PartitionLog {
     /// new recovery point, which may exceed `offset` (one fsync covers everything written so far)
     /// or fall short of it when `offset` is past the log end offset.
     pub fn flush_to(&self, offset: Offset) -> Result<Offset, StorageError> {
+        self.flush_inner(offset, false)
+    }
+
+    /// The background flush after a roll: like `flush_to`, and also syncs what the roll left
+    /// pending (the rolled segment's indexes, the snapshot, the new directory entry) even when
+    /// the recovery point is already past `offset`.
+    pub(crate) fn flush_rolled(&self, offset: Offset) -> Result<Offset, StorageError> {
+        self.flush_inner(offset, true)
+    }
+
+    fn flush_inner(&self, offset: Offset, sync_pending: bool) -> Result<Offset, StorageError> {
         self.check_open()?;
         let recovery_point = self.recovery_point();
-        if offset <= recovery_point {
+        if offset <= recovery_point && !sync_pending {
             return Ok(recovery_point);
         }
         let _flush = self.flush_lock.lock();
         self.check_open()?;
         let recovery_point = self.recovery_point();
-        if offset <= recovery_point {
+        if offset <= recovery_point && !sync_pending {
             return Ok(recovery_point);
         }
-        let (target, segments, active_base, epochs, snapshots, dir_needs_sync) = {
+        let work = {
             let mut state = self.append.lock();
             let target = self.log_end_offset();
-            if target <= recovery_point {
-                return Ok(recovery_point);
-            }
-            let first = state
-                .segments
-                .partition_point(|segment| segment.base_offset <= recovery_point)
-                .saturating_sub(1);
-            let segments: Vec<Arc<Segment>> = state.segments[first..].to_vec();
-            let active_base = state.active().base_offset;
+            let segments: Vec<Arc<Segment>> = if target > recovery_point {
+                let first = state
+                    .segments
+                    .partition_point(|segment| segment.base_offset <= recovery_point)
+                    .saturating_sub(1);
+                state.segments[first..].to_vec()
+            } else {
+                Vec::new()
+            };
             let epochs = {
                 let mut epochs = self.epochs.lock();
                 epochs.is_dirty().then(|| {
@@ -865,29 +903,36 @@ impl PartitionLog {
                     epochs.encode()
                 })
             };
-            (
+            FlushWork {
                 target,
+                active_base: state.active().base_offset,
                 segments,
-                active_base,
+                rolled: std::mem::take(&mut state.unsynced_rolled),
+                snapshots: std::mem::take(&mut state.unsynced_snapshots),
+                dir_needs_sync: std::mem::take(&mut state.dir_needs_sync),
                 epochs,
-                std::mem::take(&mut state.unsynced_snapshots),
-                std::mem::take(&mut state.dir_needs_sync),
-            )
+            }
         };
+        if work.is_empty() {
+            return Ok(recovery_point);
+        }
         let synced = (|| {
-            for segment in &segments {
+            for segment in &work.segments {
                 segment.sync_log()?;
-                if segment.base_offset != active_base {
+                if segment.base_offset != work.active_base {
                     segment.sync_indexes()?;
                 }
             }
-            if dir_needs_sync {
+            for segment in &work.rolled {
+                segment.sync_indexes()?;
+            }
+            if work.dir_needs_sync {
                 sync_dir(&self.dir)?;
             }
-            for path in &snapshots {
+            for path in &work.snapshots {
                 sync_file_if_exists(path)?;
             }
-            if let Some(epochs) = epochs {
+            if let Some(epochs) = &work.epochs {
                 write_atomic(
                     &self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
                     epochs.as_bytes(),
@@ -898,7 +943,8 @@ impl PartitionLog {
         })();
         self.note_fatal(synced)?;
         self.flush_count.fetch_add(1, Ordering::Relaxed);
-        self.recovery_point.fetch_max(target.0, Ordering::AcqRel);
+        self.recovery_point
+            .fetch_max(work.target.0, Ordering::AcqRel);
         Ok(self.recovery_point())
     }
 
@@ -1183,6 +1229,7 @@ impl PartitionLog {
         producer::delete_snapshots_after(&self.dir, Offset(-1))?;
         state.producers.clear();
         state.unsynced_snapshots.clear();
+        state.unsynced_rolled.clear();
         sync_dir(&self.dir)?;
         self.publish_segments(state);
         self.log_end_offset.store(offset.0, Ordering::Release);
@@ -1214,7 +1261,7 @@ impl PartitionLog {
     /// Clean shutdown of this log: flush everything, write a durable producer snapshot at the log
     /// end offset and the leader-epoch checkpoint, fsync the active segment's indexes, close.
     pub(crate) fn shutdown(&self) -> Result<(), StorageError> {
-        self.flush()?;
+        self.flush_inner(self.log_end_offset(), true)?;
         let _flush = self.flush_lock.lock();
         let state = self.append.lock();
         self.check_open()?;

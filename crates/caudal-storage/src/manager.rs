@@ -127,7 +127,7 @@ fn spawn_flusher(rx: mpsc::Receiver<FlusherMessage>) -> Result<JoinHandle<()>, s
                 match message {
                     FlusherMessage::Flush { log, offset } => {
                         if let Some(log) = log.upgrade()
-                            && let Err(error) = log.flush_to(offset)
+                            && let Err(error) = log.flush_rolled(offset)
                             && !matches!(error, StorageError::LogClosed { .. })
                         {
                             tracing::error!(
