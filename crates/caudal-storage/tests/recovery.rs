@@ -677,3 +677,28 @@ fn a_corrupt_base_offset_which_the_crc_does_not_cover_is_caught() {
         Err(StorageError::CorruptFile { .. })
     ));
 }
+
+#[test]
+fn a_log_without_readable_metadata_adopts_the_topic_id_of_create_log() {
+    let dir = TempDir::new("adopt-topic-id");
+    {
+        let manager = open(dir.path());
+        fill(&create(&manager, LogConfig::default()), 3);
+        manager.shutdown().unwrap();
+    }
+    let metadata = dir.path().join("orders-0").join("partition.metadata");
+    std::fs::write(&metadata, b"version: 9\ntopic_id: ???\n").unwrap();
+    let manager = open(dir.path());
+    let log = manager.get(&tp()).unwrap();
+    assert!(log.topic_id().is_nil());
+    let adopted = manager
+        .create_log(&tp(), TOPIC_ID, LogConfig::default(), now(0))
+        .unwrap();
+    assert!(Arc::ptr_eq(&log, &adopted));
+    assert_eq!(log.topic_id(), TOPIC_ID);
+    assert_eq!(log.log_end_offset(), Offset(6));
+    assert_eq!(
+        std::fs::read_to_string(&metadata).unwrap(),
+        format!("version: 0\ntopic_id: {TOPIC_ID}\n")
+    );
+}
