@@ -157,39 +157,47 @@ def test_kill9_under_load_loses_no_acknowledged_record(broker_factory, idempoten
     load = LoadProducer(b.bootstrap, topic, idempotent)
     deadline = time.monotonic() + 120
 
-    # 1) load until a good number of records are acknowledged, then SIGKILL mid-stream
-    load.pump(lambda: len(load.acked) >= 20_000, deadline)
-    assert load.fatal is None, load.fatal
-    assert len(load.acked) >= 20_000, f"only {len(load.acked)} acked before the kill\n{b.log_tail()}"
-    killer_done = threading.Event()
-    restart_error = []
-    marker_after_kill = []
+    rng = random.Random(17)
+    rounds = 3
+    for round_ in range(rounds):
+        # 1) load until more records are acknowledged, then SIGKILL mid-stream
+        target = len(load.acked) + 10_000
+        load.pump(lambda: len(load.acked) >= target, deadline)
+        assert load.fatal is None, f"round {round_}: producer fatal error: {load.fatal}"
+        assert len(load.acked) >= target, f"round {round_}: only {len(load.acked)} acked\n{b.log_tail()}"
+        killer_done = threading.Event()
+        restart_error = []
+        marker_after_kill = []
+        kill_delay = rng.uniform(0.05, 0.5)
 
-    def kill_and_restart():
-        try:
-            time.sleep(0.2)  # the producer is still sending: requests are in flight
-            b.kill9()
-            marker_after_kill.append((b.data_dir / CLEAN_SHUTDOWN_MARKER).exists())
-            time.sleep(1.0)  # the producer queues and retries against a dead broker
-            b.start()
-        except Exception as e:  # noqa: BLE001 - reported by the main thread
-            restart_error.append(e)
-        finally:
-            killer_done.set()
+        def kill_and_restart():
+            try:
+                time.sleep(kill_delay)  # the producer is still sending: requests are in flight
+                b.kill9()
+                marker_after_kill.append((b.data_dir / CLEAN_SHUTDOWN_MARKER).exists())
+                time.sleep(1.0)  # the producer queues and retries against a dead broker
+                b.start()
+            except Exception as e:  # noqa: BLE001 - reported by the main thread
+                restart_error.append(e)
+            finally:
+                killer_done.set()
 
-    t = threading.Thread(target=kill_and_restart, daemon=True)
-    t.start()
-    acked_at_kill = len(load.acked)
-    load.pump(killer_done.is_set, deadline)
-    t.join(timeout=60)
-    assert not restart_error, restart_error
-    assert marker_after_kill == [False], "clean-shutdown marker present after kill -9"
-    # 2) keep going after the restart until more records are acknowledged
-    load.pump(lambda: len(load.acked) >= acked_at_kill + 10_000, deadline)
+        t = threading.Thread(target=kill_and_restart, daemon=True)
+        t.start()
+        load.pump(killer_done.is_set, deadline)
+        t.join(timeout=60)
+        assert not restart_error, f"round {round_}: {restart_error}"
+        assert marker_after_kill == [False], "clean-shutdown marker present after kill -9"
+    # 2) keep going after the last restart until more records are acknowledged
+    acked_at_last_kill = len(load.acked)
+    load.pump(lambda: len(load.acked) >= acked_at_last_kill + 10_000, deadline)
     remaining = load.finish(max(5.0, deadline - time.monotonic()))
     assert load.fatal is None, f"producer fatal error: {load.fatal}"
     assert remaining == 0, f"{remaining} records neither delivered nor failed"
-    assert len(load.acked) >= acked_at_kill + 10_000, f"acked {len(load.acked)}; {len(load.failed)} failed: {list(load.failed.items())[:3]}"
+    assert len(load.acked) >= acked_at_last_kill + 10_000, (
+        f"acked {len(load.acked)}; {len(load.failed)} failed: {list(load.failed.items())[:3]}"
+    )
+    assert b.starts == rounds + 1
 
     # 3) every acknowledged record is where its delivery report said, exactly once
     got = ck_consume(b.bootstrap, topic, range(PARTITIONS), timeout=120)
@@ -208,7 +216,7 @@ def test_kill9_under_load_loses_no_acknowledged_record(broker_factory, idempoten
         dups = {i: n for i, n in ids.items() if n > 1}
         assert not dups, f"{len(dups)} records written more than once with idempotence, e.g. {list(dups.items())[:5]}"
     print(
-        f"sent={load.sent} acked={len(load.acked)} failed={len(load.failed)} in_log={len(got)} "
+        f"kills={rounds} sent={load.sent} acked={len(load.acked)} failed={len(load.failed)} in_log={len(got)} "
         f"unacked_in_log={len(unacked_present)} duplicates={sum(n - 1 for n in ids.values())}"
     )
 
