@@ -85,3 +85,68 @@ def test_fetch_from_inside_a_compressed_batch(shared_broker):
         got = ck_consume(shared_broker.bootstrap, topic, [0], start={0: start})
         assert [r.offset for r in got] == list(range(start, 500))
         assert [r.value for r in got] == [r.value for r in records[start:]]
+
+
+def test_offset_out_of_range_resets_per_policy(shared_broker):
+    """A fetch position past the log end gets OFFSET_OUT_OF_RANGE, which the client resolves with
+    auto.offset.reset: earliest -> offset 0, latest -> only records appended afterwards."""
+    from confluent_kafka import TopicPartition
+
+    topic = unique_topic("outofrange")
+    create_topic(shared_broker.bootstrap, topic, 1)
+    ck_produce(shared_broker.bootstrap, topic, make_records(10, 1, "oor"))
+    c = ck_consumer(shared_broker.bootstrap, {"auto.offset.reset": "earliest", "enable.partition.eof": False})
+    try:
+        c.assign([TopicPartition(topic, 0, 1000)])
+        msg = None
+        deadline = time.monotonic() + 20
+        while msg is None and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                msg = m
+        assert msg is not None and msg.offset() == 0, "earliest reset did not restart at offset 0"
+    finally:
+        c.close()
+    c = ck_consumer(shared_broker.bootstrap, {"auto.offset.reset": "error", "enable.partition.eof": False})
+    try:
+        c.assign([TopicPartition(topic, 0, 1000)])
+        err = None
+        deadline = time.monotonic() + 20
+        while err is None and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error() is not None:
+                err = m.error()
+        assert err is not None, "no error for an out-of-range offset with auto.offset.reset=error"
+        assert "out of range" in err.str().lower() or "offset_out_of_range" in err.str().lower(), err
+    finally:
+        c.close()
+
+
+def test_edge_records_roundtrip(shared_broker):
+    """Null and empty keys and values, a null header value, many headers, a record near the
+    1 MB default limit: written by confluent-kafka, read identically by three clients."""
+    from support import js_fetch, kp_consume
+
+    topic = unique_topic("edge")
+    create_topic(shared_broker.bootstrap, topic, 1)
+    many_headers = tuple((f"h{i}", b"v%d" % i) for i in range(100))
+    records = [
+        Record(0, None, b"null key", (), None),
+        Record(0, b"tombstone", None, (), None),
+        Record(0, b"", b"", (), None),
+        Record(0, None, None, (), None),
+        Record(0, b"k", b"null header value", (("nullh", None), ("x", b"")), None),
+        Record(0, b"many", b"headers", many_headers, None),
+        Record(0, "ключ".encode(), "значение ✓".encode(), (("ünï", "çødé".encode()),), None),
+        Record(0, b"big", bytes(range(256)) * 3900, (), None),
+    ]
+    ck_produce(shared_broker.bootstrap, topic, records, extra={"linger.ms": 0, "batch.num.messages": 1})
+
+    def strip(rs):
+        return [(r.offset, r.key, r.value, tuple(r.headers)) for r in rs]
+
+    want = [(i, r.key, r.value, r.headers) for i, r in enumerate(records)]
+    assert strip(ck_consume(shared_broker.bootstrap, topic, [0])) == want
+    assert strip(kp_consume(shared_broker.bootstrap, topic, [0], expected_total=len(records))) == want
+    # kafkajs decodes a null header value as null and keeps headers as an object (unique keys)
+    assert strip(js_fetch(shared_broker.bootstrap, topic, [0])) == want
