@@ -292,6 +292,25 @@ async fn bad_batches_get_kafka_errors_and_nothing_is_written() {
             .0,
         ErrorCode::InvalidRequiredAcks.code()
     );
+    // A control batch (attribute bit 5) from a client.
+    let control = caudal_model::batch::build_batch(
+        caudal_model::Offset(0),
+        0x20,
+        0,
+        caudal_model::TimestampMs(0),
+        caudal_model::TimestampMs(0),
+        caudal_model::ProducerId(1),
+        caudal_model::ProducerEpoch(0),
+        caudal_model::Sequence(-1),
+        1,
+        &[0; 10],
+    );
+    assert_eq!(
+        produce(&mut client, "t", 0, Bytes::from(control), 1)
+            .await
+            .0,
+        ErrorCode::InvalidRecord.code()
+    );
     assert_eq!(fetch(&mut client, "t", 0, 0).await.high_watermark, 0);
     broker.shutdown().await.unwrap();
 }

@@ -185,6 +185,12 @@ impl LogManager {
             } else if is_dir {
                 match parse_partition_dir_name(&name) {
                     Some(tp) => partition_dirs.push((tp, path)),
+                    // Names without a '-' are other owners' directories (the broker's
+                    // `__cluster_metadata`); a partition-shaped name we cannot parse is worth a
+                    // warning.
+                    None if !name.contains('-') => {
+                        tracing::debug!(dir = %path.display(), "skipping a directory that is not a partition log")
+                    }
                     None => {
                         tracing::warn!(dir = %path.display(), "ignoring a directory that is not a partition log")
                     }

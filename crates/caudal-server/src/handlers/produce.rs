@@ -215,6 +215,23 @@ fn append_one(
             Some("produce requests must contain exactly one record batch".into()),
         );
     }
+    if header.is_control() {
+        return failed(
+            index,
+            ErrorCode::InvalidRecord,
+            Some("clients are not allowed to write control records".into()),
+        );
+    }
+    if header.is_transactional() {
+        return failed(
+            index,
+            ErrorCode::InvalidTxnState,
+            Some(
+                "transactional batches need a transaction; transactions are not supported yet"
+                    .into(),
+            ),
+        );
+    }
     let settings = partition.settings();
     if header.size_bytes() > settings.max_message_bytes as usize {
         return failed(
