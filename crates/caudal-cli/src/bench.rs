@@ -65,11 +65,12 @@ Examples:
   caudal bench produce --records 1000000 --broker-pid 12345
 
 The topic is created with --partitions if it does not exist. Records are --record-size
-bytes of random letters without a key, spread round-robin over the partitions, one batch
-per request. Latency runs from handing a batch to the connection (including any wait for
-an in-flight slot; with --throughput, from the batch's first record) to its
-acknowledgement. MB/s counts record values, in MiB as Kafka's perf tools do. With
---broker-pid, the broker's CPU time during the run is read from /proc/PID/stat.")]
+bytes of random letters (distinct per record) without a key, spread round-robin over
+the partitions, one batch per request. Latency runs from handing a batch to the
+connection (including any wait for an in-flight slot; with --throughput, from the
+batch's first record) to its acknowledgement. MB/s counts record values, in MiB as
+Kafka's perf tools do. With --broker-pid, the broker's CPU time during the run is read
+from /proc/PID/stat; the benchmark's own CPU time is always reported.")]
     Produce(ProduceBenchArgs),
     /// Consume records from the earliest offsets and report throughput.
     #[command(after_help = "\
@@ -233,8 +234,9 @@ fn progress_bar(total: u64, unit: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
+    // `wide_bar` fills what the terminal has left, so the line never wraps.
     let template = format!(
-        "{{elapsed_precise}} [{{bar:40}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, eta {{eta}})"
+        "{{elapsed_precise}} [{{wide_bar}}] {{human_pos}}/{{human_len}} {unit} eta {{eta}}"
     );
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
@@ -245,29 +247,50 @@ fn progress_bar(total: u64, unit: &str) -> ProgressBar {
 // ---------------------------------------------------------------------------------------------
 // Produce
 
-/// A deterministic payload of letters, like Kafka's perf test's random payloads.
-fn payload(size: usize) -> Bytes {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    (0..size)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            b'A' + (state % 26) as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
+/// Record values: `distinct` independent runs of random capital letters (Kafka's perf test uses
+/// capital letters too). Distinct values keep compression ratios honest: a batch of one value
+/// repeated would compress far better than real data.
+#[derive(Clone)]
+struct Values {
+    pool: Bytes,
+    size: usize,
+    distinct: usize,
+}
+
+impl Values {
+    fn new(size: usize, distinct: usize) -> Self {
+        let distinct = distinct.max(1);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let pool: Vec<u8> = (0..size * distinct)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                b'A' + (state % 26) as u8
+            })
+            .collect();
+        Self {
+            pool: pool.into(),
+            size,
+            distinct,
+        }
+    }
+
+    fn value(&self, index: usize) -> Bytes {
+        let start = (index % self.distinct) * self.size;
+        self.pool.slice(start..start + self.size)
+    }
 }
 
 fn batch_of(
-    value: &Bytes,
+    values: &Values,
     count: usize,
     compression: Compression,
     timestamp: i64,
 ) -> Result<Bytes, ClientError> {
     let records: Vec<RecordData> = (0..count)
-        .map(|_| RecordData {
-            value: Some(value.clone()),
+        .map(|index| RecordData {
+            value: Some(values.value(index)),
             timestamp,
             ..RecordData::default()
         })
@@ -275,9 +298,11 @@ fn batch_of(
     encode_batch(&records, compression, None)
 }
 
-/// How many records of `value` fit in `batch_bytes` of uncompressed batch (at least one).
-fn records_per_batch(value: &Bytes, batch_bytes: usize) -> Result<usize, ClientError> {
-    let size = |count| batch_of(value, count, Compression::None, 0).map(|batch| batch.len());
+/// How many records of `record_size` bytes fit in `batch_bytes` of uncompressed batch (at least
+/// one). The encoded size does not depend on the values' contents.
+fn records_per_batch(record_size: usize, batch_bytes: usize) -> Result<usize, ClientError> {
+    let values = Values::new(record_size, 1);
+    let size = |count| batch_of(&values, count, Compression::None, 0).map(|batch| batch.len());
     let one = size(1)?;
     let many = size(128)?;
     let per_record = ((many - one) / 127).max(1);
@@ -305,7 +330,7 @@ struct Plan {
     topic: String,
     acks: Acks,
     compression: Compression,
-    value: Bytes,
+    values: Values,
     records_per_batch: usize,
     timeout: Duration,
     /// Records per second per node, with the linger time, when throttled.
@@ -350,7 +375,7 @@ impl Templates {
                     bytes
                 }
                 None => {
-                    let bytes = batch_of(&plan.value, count, plan.compression, now_ms())?;
+                    let bytes = batch_of(&plan.values, count, plan.compression, now_ms())?;
                     self.batches.insert(count, (bytes.clone(), second));
                     bytes
                 }
@@ -447,6 +472,7 @@ struct ProduceReport {
     latency_ms: Option<Latency>,
     broker_cpu_seconds: Option<f64>,
     broker_cpu_seconds_per_million_records: Option<f64>,
+    client_cpu_seconds: Option<f64>,
 }
 
 async fn bench_produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
@@ -476,8 +502,8 @@ async fn bench_produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    let value = payload(args.record_size);
-    let per_batch = records_per_batch(&value, args.batch_bytes.max(1))?;
+    let per_batch = records_per_batch(args.record_size, args.batch_bytes.max(1))?;
+    let values = Values::new(args.record_size, per_batch);
     let mut by_node: BTreeMap<NodeId, Vec<PartitionIndex>> = BTreeMap::new();
     for partition in &topic.partitions {
         let leader = partition
@@ -500,7 +526,7 @@ async fn bench_produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
         topic: topic.name.clone(),
         acks: args.acks,
         compression,
-        value,
+        values,
         records_per_batch: per_batch,
         timeout,
         throttle,
@@ -509,6 +535,7 @@ async fn bench_produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
     let progress = progress_bar(args.records, "records");
     let remaining = Arc::new(AtomicU64::new(args.records));
     let cpu = CpuProbe::start(args.broker_pid)?;
+    let own_cpu = CpuProbe::start(Some(std::process::id())).ok().flatten();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (connection, partitions) in connections {
@@ -547,6 +574,7 @@ async fn bench_produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
         return Err(error);
     }
     let cpu_seconds = cpu.as_ref().map(CpuProbe::used).transpose()?;
+    let client_cpu_seconds = own_cpu.as_ref().and_then(|probe| probe.used().ok());
     let seconds = elapsed.as_secs_f64().max(1e-9);
     let ms = |micros: u64| micros as f64 / 1000.0;
     let report = ProduceReport {
@@ -576,6 +604,7 @@ async fn bench_produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
         broker_cpu_seconds: cpu_seconds,
         broker_cpu_seconds_per_million_records: cpu_seconds
             .map(|cpu| cpu / (total.records as f64 / 1e6).max(1e-9)),
+        client_cpu_seconds,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -621,6 +650,9 @@ fn print_produce_report(report: &ProduceReport) {
         report.broker_cpu_seconds_per_million_records,
     ) {
         println!("  broker CPU: {cpu:.2} s ({per_million:.3} s per million records)");
+    }
+    if let Some(cpu) = report.client_cpu_seconds {
+        println!("  client CPU: {cpu:.2} s");
     }
 }
 
@@ -782,6 +814,7 @@ struct ConsumeReport {
     mb_per_second: f64,
     broker_cpu_seconds: Option<f64>,
     broker_cpu_seconds_per_million_records: Option<f64>,
+    client_cpu_seconds: Option<f64>,
 }
 
 async fn bench_consume(args: ConsumeBenchArgs) -> anyhow::Result<()> {
@@ -804,6 +837,7 @@ async fn bench_consume(args: ConsumeBenchArgs) -> anyhow::Result<()> {
         .await?;
     let progress = progress_bar(args.records, "records");
     let cpu = CpuProbe::start(args.broker_pid)?;
+    let own_cpu = CpuProbe::start(Some(std::process::id())).ok().flatten();
     let started = Instant::now();
     let mut records = 0u64;
     let mut bytes = 0u64;
@@ -823,6 +857,7 @@ async fn bench_consume(args: ConsumeBenchArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     progress.finish_and_clear();
     let cpu_seconds = cpu.as_ref().map(CpuProbe::used).transpose()?;
+    let client_cpu_seconds = own_cpu.as_ref().and_then(|probe| probe.used().ok());
     if records == 0 {
         bail!(
             "no records read from {:?} within {} ms",
@@ -849,6 +884,7 @@ async fn bench_consume(args: ConsumeBenchArgs) -> anyhow::Result<()> {
         broker_cpu_seconds: cpu_seconds,
         broker_cpu_seconds_per_million_records: cpu_seconds
             .map(|cpu| cpu / (records as f64 / 1e6).max(1e-9)),
+        client_cpu_seconds,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -867,6 +903,9 @@ async fn bench_consume(args: ConsumeBenchArgs) -> anyhow::Result<()> {
             report.broker_cpu_seconds_per_million_records,
         ) {
             println!("  broker CPU: {cpu:.2} s ({per_million:.3} s per million records)");
+        }
+        if let Some(cpu) = report.client_cpu_seconds {
+            println!("  client CPU: {cpu:.2} s");
         }
     }
     Ok(())
@@ -888,10 +927,12 @@ mod tests {
 
     #[test]
     fn batches_fit_the_batch_size() {
-        let value = payload(100);
-        assert!(value.iter().all(u8::is_ascii_uppercase));
+        let value = Values::new(100, 3);
+        assert!(value.pool.iter().all(u8::is_ascii_uppercase));
+        assert_ne!(value.value(0), value.value(1));
+        assert_eq!(value.value(0), value.value(3));
         for batch_bytes in [1, 200, 16_384, 65_536] {
-            let count = records_per_batch(&value, batch_bytes).unwrap();
+            let count = records_per_batch(100, batch_bytes).unwrap();
             let size = batch_of(&value, count, Compression::None, 0).unwrap().len();
             assert!(
                 count == 1 || size <= batch_bytes,
@@ -910,7 +951,7 @@ mod tests {
     #[test]
     fn restamping_keeps_the_batch_valid() {
         for compression in [Compression::None, Compression::Lz4] {
-            let mut batch = batch_of(&payload(10), 5, compression, 1_000)
+            let mut batch = batch_of(&Values::new(10, 5), 5, compression, 1_000)
                 .unwrap()
                 .to_vec();
             restamp(&mut batch, 2_000);

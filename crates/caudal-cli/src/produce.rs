@@ -143,13 +143,16 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut line = Vec::new();
     let mut line_number = 0u64;
     let mut read_error = None;
+    // Ctrl-C stops reading; what was read is still flushed, as Kafka's console producer does.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         line.clear();
-        let read = (&mut input)
-            .take(args.line_bytes_max as u64 + 2)
-            .read_until(b'\n', &mut line)
-            .await
-            .context("cannot read stdin")?;
+        let mut limited = (&mut input).take(args.line_bytes_max as u64 + 2);
+        let read = tokio::select! {
+            _ = &mut interrupted => break,
+            read = limited.read_until(b'\n', &mut line) => read.context("cannot read stdin")?,
+        };
         if read == 0 {
             break;
         }
