@@ -54,16 +54,10 @@ pub fn run<F>(command: F) -> ExitCode
 where
     F: Future<Output = anyhow::Result<()>>,
 {
-    init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    init_logging("warn");
+    let runtime = match build_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(command);
     // Don't wait for connection tasks still parked on sockets.
@@ -81,9 +75,21 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn init_logging() {
+/// A multi-threaded runtime; a failure to build one is reported as one line.
+pub fn build_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("error: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        })
+}
+
+/// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise.
+pub fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use caudal_server::{BrokerConfig, ConfigLayer};
+
+use crate::common::{build_runtime, init_logging};
 use clap::Args;
 
 const EXAMPLES: &str = "\
@@ -78,17 +80,8 @@ fn load_config(args: &ServerArgs) -> Result<BrokerConfig, String> {
     BrokerConfig::from_layers(&layers).map_err(|error| error.to_string())
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 pub fn run(args: ServerArgs) -> ExitCode {
-    init_logging();
+    init_logging("info");
     let config = match load_config(&args) {
         Ok(config) => config,
         Err(error) => {
@@ -96,15 +89,9 @@ pub fn run(args: ServerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let handle = match caudal_server::start(config).await {
