@@ -282,6 +282,7 @@ def ck_consumer(bootstrap: str, extra: dict | None = None):
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
+        "check.crcs": True,  # verify the CRC-32C of every fetched batch
         "fetch.wait.max.ms": 100,
         "socket.timeout.ms": 10000,
     }

@@ -111,3 +111,50 @@ def test_topic_max_message_bytes_override(broker_factory):
         assert res["error"] == MESSAGE_TOO_LARGE, res
     got = ck_consume(b.bootstrap, topic, [0])
     assert [len(r.value) for r in got] == [50_000]
+
+
+def test_log_append_time_topic(shared_broker):
+    """message.timestamp.type=LogAppendTime: consumers see the broker's append time (timestamp
+    type 2) instead of the producer's, and the batch CRC still checks out."""
+    from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
+    from support import make_records, now_ms
+
+    topic = unique_topic("logappendtime")
+    create_topic(shared_broker.bootstrap, topic, 1, config={"message.timestamp.type": "LogAppendTime"})
+    records = make_records(200, 1, "lat")  # producer timestamps an hour in the past
+    t0 = now_ms()
+    ck_produce(shared_broker.bootstrap, topic, records, compression="lz4")
+    t1 = now_ms()
+    got = ck_consume(shared_broker.bootstrap, topic, [0])
+    assert [r.value for r in got] == [r.value for r in records]
+    assert all(t0 <= r.timestamp <= t1 for r in got), (t0, t1, got[0].timestamp)
+    # the type travels in the batch attributes
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from support import ck_consumer
+
+    c = ck_consumer(shared_broker.bootstrap)
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        msg = None
+        for _ in range(100):
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                msg = m
+                break
+        assert msg is not None
+        assert msg.timestamp()[0] == TIMESTAMP_LOG_APPEND_TIME
+    finally:
+        c.close()
+
+
+def test_producer_timestamps_kept_by_default(shared_broker):
+    """CreateTime (the default): the producer's timestamps, even an hour old, are stored as sent."""
+    from support import make_records
+
+    topic = unique_topic("createtime")
+    create_topic(shared_broker.bootstrap, topic, 1)
+    records = make_records(50, 1, "ct")
+    ck_produce(shared_broker.bootstrap, topic, records)
+    assert [r.timestamp for r in ck_consume(shared_broker.bootstrap, topic, [0])] == [r.timestamp for r in records]

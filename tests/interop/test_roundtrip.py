@@ -146,3 +146,13 @@ def test_cross_client(shared_broker, producer, codec):
         except AssertionError as e:
             failures.append(f"{producer} -> {consumer}: {str(e)[:500]}")
     assert not failures, "\n".join(failures)
+
+
+def test_many_partitions(shared_broker):
+    """200 partitions in one topic: produce across all of them, read all back."""
+    topic = unique_topic("many-parts")
+    create_topic(shared_broker.bootstrap, topic, 200)
+    records = make_records(4000, 200, "many-parts")
+    ck_produce(shared_broker.bootstrap, topic, records, compression="snappy")
+    assert_records_equal(records, ck_consume(shared_broker.bootstrap, topic, range(200)))
+    assert_records_equal(records, kp_consume(shared_broker.bootstrap, topic, range(200), expected_total=len(records)))
