@@ -272,8 +272,29 @@ def damage_zero_tail(path, batches):
     return batches[-1][2] + 1
 
 
+def damage_flip_first_batch(path, batches):
+    """The very first batch is bad: the whole active segment is truncated."""
+    pos, base, _, size = batches[0]
+    with open(path, "r+b") as f:
+        f.seek(pos + size - 1)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+    return base
+
+
+def damage_cut_inside_header(path, batches):
+    """The file ends inside the last batch's 61-byte header."""
+    pos, base, _, _ = batches[-1]
+    with open(path, "r+b") as f:
+        f.truncate(pos + 30)
+    return base
+
+
 DAMAGE = {
     "cut-last-batch": damage_cut_last_batch,
+    "cut-inside-header": damage_cut_inside_header,
+    "flip-first-batch": damage_flip_first_batch,
     "flip-byte-middle-batch": damage_flip_middle_batch,
     "huge-batch-length": damage_huge_length,
     "zero-filled-tail": damage_zero_tail,
