@@ -17,7 +17,7 @@ import subprocess
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -561,11 +561,3 @@ def js_fetch(bootstrap: str, topic: str, partitions, timeout_ms: int = 60000) ->
         )
         for r in res["records"]
     ]
-
-
-@dataclass
-class Timer:
-    start: float = field(default_factory=time.monotonic)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
