@@ -90,7 +90,8 @@ impl ConfigLayer {
             .into_iter()
             .filter_map(|(key, value)| {
                 let name = key.strip_prefix("CAUDAL_")?;
-                if name.is_empty() || name == "LOG" {
+                // Variables of the client tools and test harness, not broker configs.
+                if name.is_empty() || NOT_BROKER_CONFIGS.contains(&name) {
                     return None;
                 }
                 Some((name.to_ascii_lowercase().replace('_', "."), value))
@@ -102,6 +103,9 @@ impl ConfigLayer {
         }
     }
 }
+
+/// `CAUDAL_*` variables that belong to the client tools and the test harness.
+const NOT_BROKER_CONFIGS: &[&str] = &["BOOTSTRAP_SERVER", "BIN", "LOG"];
 
 fn parse_properties(path: &Path, text: &str) -> Result<Vec<(String, String)>, ConfigLoadError> {
     let mut values = Vec::new();
@@ -344,6 +348,7 @@ mod tests {
         .unwrap();
         let env = ConfigLayer::from_env([
             ("CAUDAL_MESSAGE_MAX_BYTES".to_string(), "2048".to_string()),
+            ("CAUDAL_BOOTSTRAP_SERVER".to_string(), "elsewhere:9092".to_string()),
             ("PATH".to_string(), "/bin".to_string()),
         ]);
         let config = BrokerConfig::from_layers(&[
@@ -357,6 +362,7 @@ mod tests {
         assert!(!config.auto_create_topics);
         assert_eq!(config.values["log.segment.bytes"], "1048576");
         assert_eq!(config.message_max_bytes, 2048);
+        assert!(!config.values.contains_key("bootstrap.server"));
         let broken = dir.path().join("broken.properties");
         std::fs::write(&broken, "just words\n").unwrap();
         assert!(matches!(
