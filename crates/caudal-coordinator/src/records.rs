@@ -660,6 +660,42 @@ mod tests {
     }
 
     #[test]
+    fn group_metadata_value_v3_bytes_match_kafka_layout() {
+        let bytes = encode_group_metadata_value(&group_value());
+        let mut expected = vec![0, 3];
+        expected.extend_from_slice(&[0, 8]);
+        expected.extend_from_slice(b"consumer");
+        expected.extend_from_slice(&3i32.to_be_bytes());
+        expected.extend_from_slice(&[0, 5]);
+        expected.extend_from_slice(b"range");
+        expected.extend_from_slice(&[0, 2]);
+        expected.extend_from_slice(b"m1");
+        expected.extend_from_slice(&5_000i64.to_be_bytes());
+        expected.extend_from_slice(&1i32.to_be_bytes());
+        expected.extend_from_slice(&[0, 2]);
+        expected.extend_from_slice(b"m1");
+        expected.extend_from_slice(&[0, 2]);
+        expected.extend_from_slice(b"i1");
+        expected.extend_from_slice(&[0, 1]);
+        expected.extend_from_slice(b"c");
+        expected.extend_from_slice(&[0, 10]);
+        expected.extend_from_slice(b"/127.0.0.1");
+        expected.extend_from_slice(&30_000i32.to_be_bytes());
+        expected.extend_from_slice(&10_000i32.to_be_bytes());
+        expected.extend_from_slice(&3i32.to_be_bytes());
+        expected.extend_from_slice(b"sub");
+        expected.extend_from_slice(&6i32.to_be_bytes());
+        expected.extend_from_slice(b"assign");
+        assert_eq!(bytes.as_ref(), expected.as_slice());
+        let key = Record::GroupMetadata {
+            key: GroupMetadataKey { group: "g".into() },
+            value: None,
+        }
+        .encode_key();
+        assert_eq!(key.as_ref(), &[0, 2, 0, 1, b'g']);
+    }
+
+    #[test]
     fn offset_commit_value_with_expiry_is_v1() {
         let bytes = encode_offset_commit_value(&offset_value(Some(9_000)));
         assert_eq!(&bytes[..2], &[0, 1]);

@@ -842,6 +842,35 @@ fn member_rejoining_a_stable_group_unchanged_gets_the_current_generation() {
 }
 
 #[test]
+fn a_superseded_parked_join_is_answered() {
+    let mut h = Harness::new();
+    let (member, first) = h.join_new(&[("range", b"m")]);
+    let second = h.join(join_request(&member, None, &[("range", b"m")]));
+    assert_eq!(
+        h.join_response(first).unwrap().error,
+        ErrorCode::RebalanceInProgress
+    );
+    h.advance(3_000);
+    assert_eq!(h.join_response(second).unwrap().error, ErrorCode::None);
+}
+
+#[test]
+fn members_left_out_of_the_leaders_assignment_get_empty_bytes() {
+    let mut h = Harness::new();
+    let (a, join_a) = h.join_new(&[("range", b"a")]);
+    let (b, join_b) = h.join_new(&[("range", b"b")]);
+    h.advance(6_000);
+    assert!(h.join_response(join_a).is_some() && h.join_response(join_b).is_some());
+    let sync_a = h.sync(sync_request(&a, 1, &[(&a, b"xa"), ("stranger", b"zz")]));
+    assert_eq!(
+        h.sync_response(sync_a).unwrap().assignment,
+        Bytes::from_static(b"xa")
+    );
+    let sync_b = h.sync(sync_request(&b, 1, &[]));
+    assert_eq!(h.sync_response(sync_b).unwrap().assignment, Bytes::new());
+}
+
+#[test]
 fn pending_member_that_never_joins_expires() {
     let mut h = Harness::new();
     let first = h.join(join_request("", None, &[("range", b"m")]));
