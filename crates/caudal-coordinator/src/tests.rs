@@ -1475,24 +1475,17 @@ enum Op {
 
 fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (proptest::option::of(0u8..3), 0u8..2).prop_map(|(static_instance, protocol)| {
-            Op::JoinNew {
-                static_instance,
-                protocol,
-            }
-        }),
-        (any::<u8>(), 0u8..2).prop_map(|(member, protocol)| Op::Rejoin { member, protocol }),
-        any::<u8>().prop_map(|member| Op::Sync { member }),
-        any::<u8>().prop_map(|member| Op::Heartbeat { member }),
-        any::<u8>().prop_map(|member| Op::Leave { member }),
-        (any::<u8>(), 0u8..3, any::<bool>()).prop_map(|(member, partition, simple)| Op::Commit {
-            member,
-            partition,
-            simple
-        }),
-        (0u16..20_000).prop_map(|ms| Op::Advance { ms }),
-        Just(Op::DeleteGroup),
-        Just(Op::Expire),
+        2 => (proptest::option::of(0u8..3), 0u8..2)
+            .prop_map(|(static_instance, protocol)| Op::JoinNew { static_instance, protocol }),
+        1 => (any::<u8>(), 0u8..2).prop_map(|(member, protocol)| Op::Rejoin { member, protocol }),
+        5 => any::<u8>().prop_map(|member| Op::Sync { member }),
+        2 => any::<u8>().prop_map(|member| Op::Heartbeat { member }),
+        1 => any::<u8>().prop_map(|member| Op::Leave { member }),
+        2 => (any::<u8>(), 0u8..3, any::<bool>())
+            .prop_map(|(member, partition, simple)| Op::Commit { member, partition, simple }),
+        3 => (0u16..4_000).prop_map(|ms| Op::Advance { ms }),
+        1 => Just(Op::DeleteGroup),
+        1 => Just(Op::Expire),
     ]
 }
 
@@ -1542,7 +1535,17 @@ proptest! {
                     }
                 }
                 Op::Sync { member } => {
-                    if let Some((member, instance)) = pick(&known, member) {
+                    // Half the syncs come from the leader, so generations get stored.
+                    let leader = h.shard.group_leader(GROUP).map(str::to_owned);
+                    let chosen = match leader {
+                        Some(leader) if member % 2 == 0 => known
+                            .iter()
+                            .find(|(m, _)| *m == leader)
+                            .cloned()
+                            .or(Some((leader, None))),
+                        _ => pick(&known, member),
+                    };
+                    if let Some((member, instance)) = chosen {
                         let generation = h.shard.group_generation(GROUP).map_or(0, |g| g.value());
                         let members = h.shard.group_members(GROUP);
                         let assignments: Vec<(String, Bytes)> = members.iter().map(|m| (m.clone(), Bytes::from(format!("{m}@{generation}")))).collect();
