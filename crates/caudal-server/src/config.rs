@@ -348,7 +348,10 @@ mod tests {
         .unwrap();
         let env = ConfigLayer::from_env([
             ("CAUDAL_MESSAGE_MAX_BYTES".to_string(), "2048".to_string()),
-            ("CAUDAL_BOOTSTRAP_SERVER".to_string(), "elsewhere:9092".to_string()),
+            (
+                "CAUDAL_BOOTSTRAP_SERVER".to_string(),
+                "elsewhere:9092".to_string(),
+            ),
             ("PATH".to_string(), "/bin".to_string()),
         ]);
         let config = BrokerConfig::from_layers(&[
