@@ -400,6 +400,15 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Requests in flight per connection before reading pauses."
     ),
     def!(
+        "fetch.max.bytes",
+        Int,
+        Some("57671680"),
+        Validator::AtLeast(1024),
+        [],
+        false,
+        "Largest fetch response; a connection holds at most two such responses unwritten."
+    ),
+    def!(
         "delete.topic.enable",
         Boolean,
         Some("true"),

@@ -53,6 +53,8 @@ pub struct BrokerConfig {
     pub request_bytes_max: usize,
     pub connections_max: usize,
     pub queued_requests_max: usize,
+    /// `fetch.max.bytes`: the largest fetch response.
+    pub fetch_bytes_max: u32,
     pub delete_topic_enable: bool,
     pub acks_all_fsync: bool,
     pub broker_rack: Option<String>,
@@ -259,6 +261,7 @@ impl BrokerConfig {
             request_bytes_max: number("socket.request.max.bytes").max(1) as usize,
             connections_max: number("max.connections").max(0) as usize,
             queued_requests_max: number("queued.max.requests").max(1) as usize,
+            fetch_bytes_max: number("fetch.max.bytes").clamp(1024, i32::MAX as i64) as u32,
             delete_topic_enable: flag("delete.topic.enable"),
             acks_all_fsync: flag("caudal.acks.all.fsync"),
             broker_rack: values.get("broker.rack").cloned(),

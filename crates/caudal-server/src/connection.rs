@@ -5,6 +5,13 @@
 //! order right away (a produce is appended here) and returns a [`Pending`] response. Pending
 //! responses go through a bounded queue (`queued.max.requests`) to the writer, which awaits them
 //! one by one, so responses leave in request order. A full queue stops the reader: backpressure.
+//!
+//! Memory per connection is bounded too: before a Fetch is handled, the reader takes
+//! `fetch.max.bytes` from the connection's response budget (twice that in all), in arrival order,
+//! and the writer gives it back once the response is written. A client that pipelines fetches and
+//! never reads its socket therefore holds at most two fetch responses in the broker. Taking the
+//! budget in the reader, in order, is what keeps this free of deadlock: a later fetch can never hold
+//! budget that an earlier one, which must be written first, is waiting for.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +22,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 
@@ -39,8 +46,10 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     tracing::debug!(%peer, "connection opened");
     let (reader, writer) = stream.into_split();
     let mut frames = FramedRead::new(reader, frame_codec(broker.config.request_bytes_max));
-    let (sender, receiver) = mpsc::channel::<Pending>(broker.config.queued_requests_max);
+    let (sender, receiver) = mpsc::channel::<Queued>(broker.config.queued_requests_max);
     let writer_task = tokio::spawn(write_responses(writer, receiver, peer));
+    let fetch_budget = broker.config.fetch_bytes_max;
+    let response_budget = Arc::new(Semaphore::new(2 * fetch_budget as usize));
     loop {
         let frame = tokio::select! {
             _ = broker.shutdown.cancelled() => break,
@@ -53,12 +62,24 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
                 break;
             }
             Some(Ok(frame)) => {
+                let budget = if is_fetch(&frame) {
+                    match response_budget
+                        .clone()
+                        .acquire_many_owned(fetch_budget)
+                        .await
+                    {
+                        Ok(permit) => Some(permit),
+                        Err(_) => break,
+                    }
+                } else {
+                    None
+                };
                 let pending = crate::handlers::handle(&broker, frame.freeze());
                 if let Pending::Close(reason) = &pending {
                     tracing::warn!(%peer, %reason, "closing connection");
                 }
                 let closing = matches!(pending, Pending::Close(_));
-                if sender.send(pending).await.is_err() || closing {
+                if sender.send((pending, budget)).await.is_err() || closing {
                     break;
                 }
             }
@@ -71,13 +92,21 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     tracing::debug!(%peer, "connection closed");
 }
 
+/// A pending response and the response budget it holds until written.
+type Queued = (Pending, Option<OwnedSemaphorePermit>);
+
+/// True when the frame is a Fetch request (API key 1).
+fn is_fetch(frame: &[u8]) -> bool {
+    frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == 1
+}
+
 async fn write_responses(
     writer: OwnedWriteHalf,
-    mut receiver: mpsc::Receiver<Pending>,
+    mut receiver: mpsc::Receiver<Queued>,
     peer: SocketAddr,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(pending) = receiver.recv().await {
+    while let Some((pending, _budget)) = receiver.recv().await {
         let outcome = match pending {
             Pending::Ready(response) => Ok(response),
             Pending::Later(task) => match task.await {

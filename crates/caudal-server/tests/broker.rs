@@ -691,3 +691,45 @@ async fn describe_configs_reports_sources_and_filters_by_key() {
     );
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn fetch_responses_are_capped_and_pipelined_fetches_all_complete_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[("fetch.max.bytes", "2048")]).await;
+    let mut client = Client::connect(broker.local_addr).await;
+    create_topic(&mut client, "capped", 1).await;
+    let one = batch(10, Compression::None, None);
+    for _ in 0..20 {
+        produce(&mut client, "capped", 0, one.clone(), 1).await;
+    }
+    // The request allows 50 MiB; the broker's fetch.max.bytes (2 KiB) wins, but at least one
+    // whole batch comes back.
+    let data = fetch(&mut client, "capped", 0, 0).await;
+    let returned = data.records.as_ref().unwrap().len();
+    assert!(
+        returned >= one.len() && returned <= 2048,
+        "{returned} bytes"
+    );
+    assert_eq!(data.high_watermark, 200);
+
+    // Many fetches pipelined on one connection (more than the connection's response budget
+    // admits at once) are all answered, in order, as the writer drains.
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        sent.push(
+            client
+                .send(ApiKey::Fetch, 12, fetch_request("capped", 0, i * 10, 0))
+                .await,
+        );
+    }
+    for (i, expected) in sent.into_iter().enumerate() {
+        let (correlation_id, response) = client.receive(ApiKey::Fetch, 12).await;
+        assert_eq!(correlation_id, expected);
+        let ResponseKind::Fetch(response) = response else {
+            panic!()
+        };
+        let records = records_of(&response.responses[0].partitions[0]);
+        assert_eq!(records[0].offset, i as i64 * 10);
+    }
+    broker.shutdown().await.unwrap();
+}

@@ -96,10 +96,12 @@ pub async fn handle(
         }
     }
     let read_committed = request.isolation_level == READ_COMMITTED;
+    // The broker's fetch.max.bytes caps every response (the connection budgets for it).
+    let broker_bytes_max = broker.config.fetch_bytes_max as usize;
     let response_bytes_max = if request.max_bytes <= 0 {
-        usize::MAX
+        broker_bytes_max
     } else {
-        request.max_bytes as usize
+        (request.max_bytes as usize).min(broker_bytes_max)
     };
     let min_bytes = request.min_bytes.max(0) as usize;
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
