@@ -25,6 +25,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 
@@ -47,12 +48,16 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let (reader, writer) = stream.into_split();
     let mut frames = FramedRead::new(reader, frame_codec(broker.config.request_bytes_max));
     let (sender, receiver) = mpsc::channel::<Queued>(broker.config.queued_requests_max);
-    let writer_task = tokio::spawn(write_responses(writer, receiver, peer));
+    // Cancelled when the connection is gone for good: pending work is abandoned, not awaited.
+    let closed = CancellationToken::new();
+    let writer_task = tokio::spawn(write_responses(writer, receiver, peer, closed.clone()));
     let fetch_budget = broker.config.fetch_bytes_max;
     let response_budget = Arc::new(Semaphore::new(2 * fetch_budget as usize));
+    let shutdown = broker.shutdown.clone();
+    let mut abandon = true;
     loop {
         let frame = tokio::select! {
-            _ = broker.shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => { abandon = false; break }
             frame = frames.next() => frame,
         };
         match frame {
@@ -63,13 +68,14 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             }
             Some(Ok(frame)) => {
                 let budget = if is_fetch(&frame) {
-                    match response_budget
-                        .clone()
-                        .acquire_many_owned(fetch_budget)
-                        .await
-                    {
-                        Ok(permit) => Some(permit),
-                        Err(_) => break,
+                    tokio::select! {
+                        _ = shutdown.cancelled() => { abandon = false; break }
+                        permit = response_budget.clone().acquire_many_owned(fetch_budget) => {
+                            match permit {
+                                Ok(permit) => Some(permit),
+                                Err(_) => break,
+                            }
+                        }
                     }
                 } else {
                     None
@@ -79,11 +85,25 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
                     tracing::warn!(%peer, %reason, "closing connection");
                 }
                 let closing = matches!(pending, Pending::Close(_));
-                if sender.send((pending, budget)).await.is_err() || closing {
+                let sent = tokio::select! {
+                    _ = shutdown.cancelled() => { abandon = false; break }
+                    sent = sender.send((pending, budget)) => sent.is_ok(),
+                };
+                if !sent {
+                    break;
+                }
+                if closing {
+                    // The writer sends what came before, then closes.
+                    abandon = false;
                     break;
                 }
             }
         }
+    }
+    if abandon {
+        // The client left (or sent bytes we cannot read): nobody will read the responses, so
+        // long polls and other pending work are cancelled instead of awaited.
+        closed.cancel();
     }
     drop(sender);
     if let Err(error) = writer_task.await {
@@ -104,22 +124,44 @@ async fn write_responses(
     writer: OwnedWriteHalf,
     mut receiver: mpsc::Receiver<Queued>,
     peer: SocketAddr,
+    closed: CancellationToken,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some((pending, _budget)) = receiver.recv().await {
+    loop {
+        let next = tokio::select! {
+            _ = closed.cancelled() => None,
+            next = receiver.recv() => next,
+        };
+        let Some((pending, _budget)) = next else {
+            break;
+        };
         let outcome = match pending {
             Pending::Ready(response) => Ok(response),
-            Pending::Later(task) => match task.await {
-                Ok(outcome) => outcome,
-                Err(error) => Err(format!("request task failed: {error}")),
-            },
+            Pending::Later(task) => {
+                // Responses written so far go out before waiting on one that is not ready.
+                if !task.is_finished() && writer.flush().await.is_err() {
+                    task.abort();
+                    break;
+                }
+                let abort = task.abort_handle();
+                tokio::select! {
+                    _ = closed.cancelled() => {
+                        abort.abort();
+                        break;
+                    }
+                    joined = task => match joined {
+                        Ok(outcome) => outcome,
+                        Err(error) => Err(format!("request task failed: {error}")),
+                    },
+                }
+            }
             Pending::Close(_) => break,
         };
         match outcome {
             Ok(Some(response)) => {
                 if let Err(error) = writer.write_all(&response).await {
                     tracing::debug!(%peer, %error, "client went away");
-                    return;
+                    break;
                 }
             }
             Ok(None) => {}
@@ -132,7 +174,14 @@ async fn write_responses(
             && let Err(error) = writer.flush().await
         {
             tracing::debug!(%peer, %error, "client went away");
-            return;
+            break;
+        }
+    }
+    // Whatever is still queued will never be written: stop its work.
+    receiver.close();
+    while let Ok((pending, _)) = receiver.try_recv() {
+        if let Pending::Later(task) = pending {
+            task.abort();
         }
     }
     let _ = writer.flush().await;

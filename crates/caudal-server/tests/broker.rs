@@ -733,3 +733,58 @@ async fn fetch_responses_are_capped_and_pipelined_fetches_all_complete_in_order(
     }
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_ready_response_is_not_held_behind_a_long_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr).await;
+    create_topic(&mut client, "quiet", 1).await;
+    create_topic(&mut client, "busy", 1).await;
+    // A produce, then a fetch that long-polls an empty partition for 20 s, then another produce.
+    let started = std::time::Instant::now();
+    let first = client
+        .send(
+            ApiKey::Produce,
+            9,
+            produce_request("busy", 0, batch(1, Compression::None, None), 1),
+        )
+        .await;
+    client
+        .send(ApiKey::Fetch, 12, fetch_request("quiet", 0, 0, 20_000))
+        .await;
+    let (correlation_id, _) = client.receive(ApiKey::Produce, 9).await;
+    assert_eq!(correlation_id, first);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the produce response waited for the long poll behind it"
+    );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_long_poll_frees_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[("max.connections", "1")]).await;
+    let mut first = Client::connect(broker.local_addr).await;
+    create_topic(&mut first, "idle", 1).await;
+    first
+        .send(ApiKey::Fetch, 12, fetch_request("idle", 0, 0, 60_000))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(first);
+    // With one connection allowed, the next client is served only once the first is gone.
+    let mut second = Client::connect(broker.local_addr).await;
+    let ResponseKind::ApiVersions(response) = second
+        .call(
+            ApiKey::ApiVersions,
+            3,
+            RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        )
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(response.error_code, 0);
+    broker.shutdown().await.unwrap();
+}
