@@ -3,8 +3,8 @@
 //! keeps reading. Batches stay the client's bytes: only the 61-byte header is parsed here, the log
 //! checks the CRC and stamps offsets in place.
 
+use crate::partition::Partition;
 use std::sync::Arc;
-use std::time::Duration;
 
 use caudal_model::{Offset, RecordBatchHeader, TimestampMs, TopicPartition};
 use caudal_protocol::api::ApiVersionRange;
@@ -25,8 +25,9 @@ pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::Produce, 3, 1
 /// One partition's result after stage one.
 struct Appended {
     response: PartitionProduceResponse,
-    /// Set when the append succeeded and `acks=all` must wait for this offset to be durable.
-    durable_offset: Option<Offset>,
+    /// Set when the append succeeded and `acks=all` must wait for everything below this offset
+    /// of this partition to be durable.
+    durable: Option<(Arc<Partition>, Offset)>,
 }
 
 fn failed(index: i32, error: ErrorCode, message: Option<String>) -> Appended {
@@ -38,7 +39,7 @@ fn failed(index: i32, error: ErrorCode, message: Option<String>) -> Appended {
             .with_log_append_time_ms(-1)
             .with_log_start_offset(-1)
             .with_error_message(message.map(text)),
-        durable_offset: None,
+        durable: None,
     }
 }
 
@@ -62,8 +63,6 @@ pub fn handle(
     };
     let image = broker.image();
     let mut topics = Vec::with_capacity(request.topic_data.len());
-    // The resolved name of each entry of `topics` (empty when unknown).
-    let mut names: Vec<String> = Vec::with_capacity(request.topic_data.len());
     let mut first_error = None;
     for topic in request.topic_data {
         // From v13 topics are named by id.
@@ -88,7 +87,6 @@ pub fn handle(
             }
             partitions.push(appended);
         }
-        names.push(name.unwrap_or_default());
         topics.push(((topic.name, topic.topic_id), partitions));
     }
     if acks == 0 {
@@ -99,57 +97,29 @@ pub fn handle(
             None => Pending::Ready(None),
         };
     }
-    let waits: Vec<(TopicPartition, Offset)> = topics
+    let waits_for_durability = topics
         .iter()
-        .zip(&names)
-        .flat_map(|((_, partitions), name)| {
-            partitions.iter().filter_map(move |appended| {
-                appended.durable_offset.map(|offset| {
-                    (
-                        TopicPartition::new(name.clone(), appended.response.index),
-                        offset,
-                    )
-                })
-            })
-        })
-        .collect();
-    if waits.is_empty() {
+        .any(|(_, partitions)| partitions.iter().any(|appended| appended.durable.is_some()));
+    if !waits_for_durability {
         return super::ready(respond(topics, version, correlation_id));
     }
-    let broker = broker.clone();
-    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    // The wait is for this broker's own fsync, which Kafka never times out; `timeout_ms` will
+    // bound the wait for followers once partitions are replicated.
     Pending::Later(tokio::spawn(async move {
         let mut topics = topics;
-        let names = names;
-        let outcomes = futures::future::join_all(waits.iter().map(|(topic_partition, offset)| {
-            let partition = broker.partition(topic_partition);
-            async move {
-                let Some(partition) = partition else {
-                    return Err(ErrorCode::UnknownTopicOrPartition);
-                };
-                match tokio::time::timeout(timeout, partition.wait_durable(*offset)).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(error)) => {
-                        tracing::error!(partition = %topic_partition, %error, "flush failed");
-                        Err(storage_error_code(&error))
+        let waits = topics
+            .iter_mut()
+            .flat_map(|(_, partitions)| partitions.iter_mut())
+            .filter_map(|appended| {
+                let (partition, offset) = appended.durable.take()?;
+                Some(async move {
+                    if let Err(error) = partition.wait_durable(offset).await {
+                        tracing::error!(partition = %partition.topic_partition, %error, "flush failed");
+                        appended.response.error_code = storage_error_code(&error).code();
                     }
-                    Err(_) => Err(ErrorCode::RequestTimedOut),
-                }
-            }
-        }))
-        .await;
-        for ((topic_partition, _), outcome) in waits.iter().zip(outcomes) {
-            if let Err(error) = outcome
-                && let Some(appended) = topics
-                    .iter_mut()
-                    .zip(&names)
-                    .filter(|(_, name)| **name == topic_partition.topic)
-                    .flat_map(|((_, partitions), _)| partitions.iter_mut())
-                    .find(|appended| appended.response.index == topic_partition.partition.0)
-            {
-                appended.response.error_code = error.code();
-            }
-        }
+                })
+            });
+        futures::future::join_all(waits).await;
         respond(topics, version, correlation_id)
     }))
 }
@@ -280,8 +250,8 @@ fn append_one(
                 partition.notify_appended();
                 partition.maybe_flush_for_messages();
             }
-            let durable_offset =
-                (acks == -1 && broker.config.acks_all_fsync).then(|| outcome.last_offset.next());
+            let durable = (acks == -1 && broker.config.acks_all_fsync)
+                .then(|| (partition.clone(), outcome.last_offset.next()));
             Appended {
                 response: PartitionProduceResponse::default()
                     .with_index(index)
@@ -289,7 +259,7 @@ fn append_one(
                     .with_base_offset(outcome.first_offset.0)
                     .with_log_append_time_ms(outcome.log_append_time.map_or(-1, |time| time.0))
                     .with_log_start_offset(outcome.log_start_offset.0),
-                durable_offset,
+                durable,
             }
         }
         Err(error) => {
