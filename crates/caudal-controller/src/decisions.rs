@@ -12,6 +12,9 @@ use uuid::Uuid;
 
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
+/// The most partitions one CreateTopics or CreatePartitions entry may add (Kafka's controller
+/// limit on records per user operation).
+pub const PARTITIONS_PER_OPERATION_MAX: i32 = 10_000;
 /// How many producer ids one InitProducerId block hands a broker (Kafka's block size).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
@@ -98,6 +101,14 @@ pub struct CreatedTopic {
     pub topic_id: Uuid,
     pub num_partitions: i32,
     pub replication_factor: i16,
+}
+
+fn too_many_partitions(count: i32) -> ControllerError {
+    ControllerError::InvalidPartitions {
+        reason: format!(
+            "{count} partitions in one request; at most {PARTITIONS_PER_OPERATION_MAX} may be added at once."
+        ),
+    }
 }
 
 fn registered_brokers(image: &MetadataImage) -> Vec<NodeId> {
@@ -200,6 +211,9 @@ pub fn create_topic(
                 reason: "Number of partitions was set to an invalid non-positive value.".into(),
             });
         }
+        if num_partitions > PARTITIONS_PER_OPERATION_MAX {
+            return Err(too_many_partitions(num_partitions));
+        }
         if replication_factor <= 0 {
             return Err(ControllerError::InvalidReplicationFactor {
                 reason: "Replication factor must be larger than 0, or -1 to use the default value."
@@ -220,6 +234,9 @@ pub fn create_topic(
             return Err(ControllerError::InvalidRequest {
                 reason: "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
             });
+        }
+        if topic.assignments.len() > PARTITIONS_PER_OPERATION_MAX as usize {
+            return Err(too_many_partitions(topic.assignments.len() as i32));
         }
         let mut placements = Vec::new();
         for (expected, (partition, replicas)) in topic.assignments.iter().enumerate() {
@@ -321,6 +338,9 @@ pub fn create_partitions(
     }
     let brokers = registered_brokers(image);
     let added = count - current;
+    if added > PARTITIONS_PER_OPERATION_MAX {
+        return Err(too_many_partitions(added));
+    }
     let placements = match assignments {
         Some(assignments) => {
             if assignments.len() as i32 != added {
@@ -470,6 +490,10 @@ mod tests {
             Err(ControllerError::InvalidPartitions { .. })
         ));
         assert!(matches!(
+            create_topic(&image, &new_topic("z", i32::MAX, 1), DEFAULTS),
+            Err(ControllerError::InvalidPartitions { .. })
+        ));
+        assert!(matches!(
             create_topic(&image, &new_topic("z", 1, 3), DEFAULTS),
             Err(ControllerError::InvalidReplicationFactor { .. })
         ));
@@ -504,6 +528,10 @@ mod tests {
         assert_eq!(grown.topic("t").unwrap().partitions.len(), 5);
         assert!(matches!(
             create_partitions(&grown, "t", 5, None),
+            Err(ControllerError::InvalidPartitions { .. })
+        ));
+        assert!(matches!(
+            create_partitions(&grown, "t", i32::MAX, None),
             Err(ControllerError::InvalidPartitions { .. })
         ));
         assert!(matches!(

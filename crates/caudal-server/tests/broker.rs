@@ -311,6 +311,23 @@ async fn bad_batches_get_kafka_errors_and_nothing_is_written() {
             .0,
         ErrorCode::InvalidRecord.code()
     );
+    // An uncompressed batch claiming 2^31-1 records in no bytes: it would use up 2^31 offsets.
+    let poison = caudal_model::batch::build_batch(
+        caudal_model::Offset(0),
+        0,
+        i32::MAX - 1,
+        caudal_model::TimestampMs(0),
+        caudal_model::TimestampMs(0),
+        caudal_model::ProducerId(-1),
+        caudal_model::ProducerEpoch(-1),
+        caudal_model::Sequence(-1),
+        i32::MAX,
+        &[],
+    );
+    assert_eq!(
+        produce(&mut client, "t", 0, Bytes::from(poison), 1).await.0,
+        ErrorCode::InvalidRecord.code()
+    );
     assert_eq!(fetch(&mut client, "t", 0, 0).await.high_watermark, 0);
     broker.shutdown().await.unwrap();
 }

@@ -168,7 +168,8 @@ fn read_all(
                 let read = data.records.as_ref().map_or(0, Bytes::len);
                 bytes += read;
                 remaining = remaining.saturating_sub(read);
-                if data.error_code != 0 {
+                // Errors and a diverging epoch are answered at once, as Kafka does.
+                if data.error_code != 0 || data.diverging_epoch.epoch >= 0 {
                     errored = true;
                 }
                 data

@@ -115,7 +115,16 @@ const NOT_FOUND: Found = Found {
 
 fn lookup(partition: &Partition, timestamp: i64, read_committed: bool) -> Result<Found, ErrorCode> {
     let log = &partition.log;
-    let latest_epoch = log.latest_epoch().unwrap_or(LeaderEpoch::UNKNOWN);
+    // As Kafka: the current leader epoch for the latest offset, the epoch of the log start offset
+    // for the earliest.
+    let leader_epoch = partition.leader_epoch();
+    let log_start_offset = log.log_start_offset();
+    let log_start_epoch = log
+        .leader_epoch_entries()
+        .into_iter()
+        .take_while(|(_, start_offset)| *start_offset <= log_start_offset)
+        .last()
+        .map_or(LeaderEpoch::UNKNOWN, |(epoch, _)| epoch);
     let visible_end = if read_committed {
         partition.last_stable_offset()
     } else {
@@ -125,12 +134,12 @@ fn lookup(partition: &Partition, timestamp: i64, read_committed: bool) -> Result
         LATEST_TIMESTAMP => Ok(Found {
             timestamp: TimestampMs(-1),
             offset: visible_end,
-            leader_epoch: latest_epoch,
+            leader_epoch,
         }),
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Found {
             timestamp: TimestampMs(-1),
-            offset: log.log_start_offset(),
-            leader_epoch: latest_epoch,
+            offset: log_start_offset,
+            leader_epoch: log_start_epoch,
         }),
         MAX_TIMESTAMP => {
             let batch = log

@@ -6,6 +6,7 @@
 use crate::partition::Partition;
 use std::sync::Arc;
 
+use caudal_model::batch::{CompressionCodec, HEADER_BYTES};
 use caudal_model::{Offset, RecordBatchHeader, TimestampMs, TopicPartition};
 use caudal_protocol::api::ApiVersionRange;
 use caudal_protocol::{ApiKey, ErrorCode, ResponseKind};
@@ -21,6 +22,10 @@ use crate::connection::{Outcome, Pending};
 use crate::errors::{batch_error_code, storage_error_code};
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::Produce, 3, 13);
+
+/// The smallest a v2 record can be: length, attributes, timestamp delta, offset delta, key
+/// length, value length and header count, one byte each.
+const RECORD_BYTES_MIN: usize = 7;
 
 /// One partition's result after stage one.
 struct Appended {
@@ -185,6 +190,21 @@ fn append_one(
             Some("produce requests must contain exactly one record batch".into()),
         );
     }
+    // Without decompressing, an uncompressed batch can still be held to its bytes: every record
+    // takes at least 7 (six one-byte varints and the attributes byte).
+    if matches!(header.compression(), Ok(CompressionCodec::None))
+        && header.record_count as usize > (header.size_bytes() - HEADER_BYTES) / RECORD_BYTES_MIN
+    {
+        return failed(
+            index,
+            ErrorCode::InvalidRecord,
+            Some(format!(
+                "batch claims {} records in {} bytes",
+                header.record_count,
+                header.size_bytes()
+            )),
+        );
+    }
     if header.is_control() {
         return failed(
             index,
@@ -215,8 +235,17 @@ fn append_one(
         );
     }
     if settings.timestamp_type == TimestampType::CreateTime {
-        let ahead = header.max_timestamp.0.saturating_sub(now.0);
-        let behind = now.0.saturating_sub(header.base_timestamp.0);
+        // A batch without timestamps (-1) is not checked, as in Kafka.
+        let ahead = if header.max_timestamp.0 >= 0 {
+            header.max_timestamp.0.saturating_sub(now.0)
+        } else {
+            0
+        };
+        let behind = if header.base_timestamp.0 >= 0 {
+            now.0.saturating_sub(header.base_timestamp.0)
+        } else {
+            0
+        };
         if ahead > settings.timestamp_after_max_ms || behind > settings.timestamp_before_max_ms {
             return failed(
                 index,
