@@ -1267,6 +1267,20 @@ impl PartitionLog {
         self.check_open()?;
         let result = (|| {
             let log_end_offset = self.log_end_offset();
+            // An append may have landed between the flush above and taking the append lock; with
+            // appends now excluded, sync it before a snapshot or the clean-shutdown marker covers it.
+            let recovery_point = self.recovery_point();
+            if log_end_offset > recovery_point {
+                let first = state
+                    .segments
+                    .partition_point(|segment| segment.base_offset <= recovery_point)
+                    .saturating_sub(1);
+                for segment in &state.segments[first..] {
+                    segment.sync_log()?;
+                }
+                self.recovery_point
+                    .store(log_end_offset.0, Ordering::Release);
+            }
             producer::write_snapshot(&self.dir, &state.producers, log_end_offset, true)?;
             state.active().sync_indexes()?;
             let mut epochs = self.epochs.lock();
