@@ -6,6 +6,8 @@
 //!   allocation (`socket.request.max.bytes`).
 //! - [`request`]: decoding a frame into its request header and typed body, with errors that keep
 //!   the correlation id so the broker can answer instead of hanging up.
+//! - [`records`]: bounded decoding of record batches from untrusted bytes (the client's fetches,
+//!   the broker's timestamp lookups).
 //! - [`response`]: encoding a typed response with the version-specific response header; encoding
 //!   requests and decoding responses for our own client.
 //! - [`alloc_guard`]: the global allocator that keeps hostile array counts (which the codec
@@ -26,6 +28,7 @@ pub mod alloc_guard;
 pub mod api;
 pub mod error_response;
 pub mod frame;
+pub mod records;
 pub mod request;
 pub mod response;
 

@@ -805,3 +805,59 @@ async fn a_client_that_leaves_mid_long_poll_frees_its_connection() {
     assert_eq!(response.error_code, 0);
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn list_offsets_answers_for_a_batch_too_large_to_search() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr).await;
+    create_topic(&mut client, "bomb", 1).await;
+    // One zstd "record" that expands to 128 MiB of zeros, from a few KiB on the wire.
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..128 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let payload = encoder.finish().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let bomb = caudal_model::batch::build_batch(
+        caudal_model::Offset(0),
+        4,
+        0,
+        caudal_model::TimestampMs(now),
+        caudal_model::TimestampMs(now),
+        caudal_model::ProducerId(-1),
+        caudal_model::ProducerEpoch(-1),
+        caudal_model::Sequence(-1),
+        1,
+        &payload,
+    );
+    assert_eq!(
+        produce(&mut client, "bomb", 0, Bytes::from(bomb), 1).await,
+        (0, 0)
+    );
+    let request = RequestKind::ListOffsets(
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(topic_name("bomb"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(0),
+                    ]),
+            ]),
+    );
+    let ResponseKind::ListOffsets(response) = client.call(ApiKey::ListOffsets, 7, request).await
+    else {
+        panic!()
+    };
+    let partition = &response.topics[0].partitions[0];
+    assert_eq!((partition.error_code, partition.offset), (0, 0));
+    broker.shutdown().await.unwrap();
+}

@@ -5,14 +5,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use caudal_model::{LeaderEpoch, Offset, RecordBatchHeader, TimestampMs, TopicPartition};
+use caudal_model::{
+    LeaderEpoch, Offset, PartitionIndex, RecordBatchHeader, TimestampMs, TopicPartition,
+};
 use caudal_protocol::api::ApiVersionRange;
+use caudal_protocol::records::decode_batches;
 use caudal_protocol::{ApiKey, ErrorCode, ResponseKind};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
 
 use super::encode;
 use crate::broker::Broker;
@@ -160,30 +162,34 @@ fn lookup(partition: &Partition, timestamp: i64, read_committed: bool) -> Result
     }
 }
 
-/// Decodes one stored batch into (offset, timestamp) pairs. `LogAppendTime` batches carry the
-/// broker's time in the header's max timestamp, which applies to every record.
+/// The most a stored batch may decompress to while its records are searched. Producers control
+/// what batches contain, so the limit keeps a compression bomb from exhausting memory.
+const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
+
+/// Decodes one stored batch into (offset, timestamp) pairs, `LogAppendTime` applied. A batch that
+/// does not decode within the limit is answered by its base offset and max timestamp: a consumer
+/// told to start there reads at most one batch too early.
 fn record_times(batch: Bytes) -> Option<(RecordBatchHeader, Vec<(Offset, TimestampMs)>)> {
     let header = RecordBatchHeader::parse(&batch).ok()?;
-    let mut buf = batch;
-    let records = match RecordBatchDecoder::decode(&mut buf) {
-        Ok(set) => set.records,
-        Err(error) => {
-            tracing::warn!(%error, base_offset = %header.base_offset, "stored batch does not decode");
-            return None;
+    match decode_batches(
+        PartitionIndex(0),
+        batch,
+        Offset(0),
+        DECOMPRESSED_BATCH_BYTES_MAX,
+    ) {
+        Ok(decoded) => {
+            let times = decoded
+                .records
+                .iter()
+                .map(|record| (record.offset, record.timestamp))
+                .collect();
+            Some((header, times))
         }
-    };
-    let times = records
-        .iter()
-        .map(|record| {
-            let timestamp = if header.is_log_append_time() {
-                header.max_timestamp
-            } else {
-                TimestampMs(record.timestamp)
-            };
-            (Offset(record.offset), timestamp)
-        })
-        .collect();
-    Some((header, times))
+        Err(error) => {
+            tracing::warn!(%error, "stored batch not searchable record by record; answering with its first offset");
+            Some((header, vec![(header.base_offset, header.max_timestamp)]))
+        }
+    }
 }
 
 fn first_record_at_or_after(
