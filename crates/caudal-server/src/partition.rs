@@ -6,13 +6,13 @@
 //! [`Partition::high_watermark`] and [`Partition::wait_durable`], so only this module changes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 
 use caudal_metadata::config::ResolvedConfig;
 use caudal_model::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
 use caudal_storage::{LogConfig, PartitionLog, StorageError, TimestampType};
 use parking_lot::RwLock;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 /// Per-topic settings the request path checks (the log itself takes [`LogConfig`]).
@@ -79,6 +79,14 @@ pub struct Partition {
     appended: Notify,
     /// When the log was last flushed for `flush.ms`.
     last_flush_ms: AtomicI64,
+    /// The highest offset anyone waits to see durable.
+    flush_wanted: AtomicI64,
+    /// True while this partition's flusher (one blocking task at most) runs.
+    flusher_running: AtomicBool,
+    /// Set when a flush failed: the log's directory is offline and waiters get its error.
+    flush_failed: AtomicBool,
+    /// Bumped after every flush the flusher completes: wakes durability waiters.
+    flushed: watch::Sender<u64>,
 }
 
 impl Partition {
@@ -96,6 +104,10 @@ impl Partition {
             settings: RwLock::new(settings),
             appended: Notify::new(),
             last_flush_ms: AtomicI64::new(now.0),
+            flush_wanted: AtomicI64::new(0),
+            flusher_running: AtomicBool::new(false),
+            flush_failed: AtomicBool::new(false),
+            flushed: watch::channel(0).0,
         }
     }
 
@@ -137,16 +149,68 @@ impl Partition {
         self.appended.notified()
     }
 
-    /// Waits until every record below `offset` is on disk. Concurrent waiters share fsyncs (group
-    /// commit happens in the log: a flush covers everything appended before it started).
-    pub async fn wait_durable(&self, offset: Offset) -> Result<(), StorageError> {
+    /// Waits until every record below `offset` is on disk. Group commit: waiters only record the
+    /// offset they need; one flusher per partition fsyncs everything appended so far, again while
+    /// anyone still needs more, so a single fsync answers every waiter whose data it covered and
+    /// at most one blocking task per partition is ever busy with fsync.
+    pub async fn wait_durable(self: &Arc<Self>, offset: Offset) -> Result<(), StorageError> {
         if self.log.recovery_point() >= offset {
             return Ok(());
         }
-        let log = self.log.clone();
-        match tokio::task::spawn_blocking(move || log.flush_to(offset)).await {
-            Ok(result) => result.map(|_| ()),
-            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+        let mut flushed = self.flushed.subscribe();
+        self.request_flush(offset);
+        loop {
+            if self.log.recovery_point() >= offset {
+                return Ok(());
+            }
+            if self.flush_failed.load(Ordering::Acquire) {
+                // The flusher hit an error; asking the log again returns it without blocking.
+                return self.log.flush_to(offset).map(|_| ());
+            }
+            if flushed.changed().await.is_err() {
+                return self.log.flush_to(offset).map(|_| ());
+            }
+        }
+    }
+
+    /// Asks for everything below `offset` to be fsynced, starting the flusher if it is idle.
+    fn request_flush(self: &Arc<Self>, offset: Offset) {
+        self.flush_wanted.fetch_max(offset.0, Ordering::AcqRel);
+        if self.flusher_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let partition = self.clone();
+        tokio::task::spawn_blocking(move || partition.run_flusher());
+    }
+
+    /// The flusher: fsync until nobody waits for more. Runs on a blocking thread.
+    fn run_flusher(&self) {
+        loop {
+            let wanted = Offset(self.flush_wanted.load(Ordering::Acquire));
+            let result = self.log.flush_to(wanted);
+            self.last_flush_ms
+                .store(crate::broker::now_ms().0, Ordering::Relaxed);
+            if let Err(error) = &result {
+                tracing::error!(partition = %self.topic_partition, %error, "flush failed");
+                self.flush_failed.store(true, Ordering::Release);
+            }
+            self.flushed.send_modify(|generation| *generation += 1);
+            if result.is_err() {
+                self.flusher_running.store(false, Ordering::Release);
+                return;
+            }
+            self.flusher_running.store(false, Ordering::Release);
+            // A waiter that asked for more after the flush began either sees the flusher stopped
+            // and starts it, or is seen here.
+            // It also stops when nothing is left to flush (a wanted offset above the log end can
+            // only come from data truncated away since).
+            let recovery_point = self.log.recovery_point();
+            if self.flush_wanted.load(Ordering::Acquire) <= recovery_point.0
+                || recovery_point >= self.log.log_end_offset()
+                || self.flusher_running.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
         }
     }
 
@@ -159,7 +223,7 @@ impl Partition {
         }
         let unflushed = self.log.log_end_offset().0 - self.log.recovery_point().0;
         if unflushed >= flush_messages {
-            self.spawn_flush();
+            self.request_flush(self.log.log_end_offset());
         }
     }
 
@@ -173,16 +237,7 @@ impl Partition {
             && self.log.recovery_point() < self.log.log_end_offset()
         {
             self.last_flush_ms.store(now.0, Ordering::Relaxed);
-            self.spawn_flush();
+            self.request_flush(self.log.log_end_offset());
         }
-    }
-
-    fn spawn_flush(self: &Arc<Self>) {
-        let partition = self.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = partition.log.flush() {
-                tracing::error!(partition = %partition.topic_partition, %error, "flush failed");
-            }
-        });
     }
 }
