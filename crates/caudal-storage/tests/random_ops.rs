@@ -22,28 +22,6 @@ const OPERATIONS: usize = 300;
 /// Seeds per run; `CAUDAL_STORAGE_SEEDS=<n>` runs more (small segments make this fsync-bound).
 const SEEDS: u64 = 4;
 
-/// SplitMix64: small, seedable, good enough for choosing operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
-    }
-    fn range(&mut self, low: i64, high_inclusive: i64) -> i64 {
-        low + self.below((high_inclusive - low + 1) as u64) as i64
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 #[derive(Clone, Debug)]
 struct ModelBatch {
     /// The batch as the producer sent it.
