@@ -1,7 +1,7 @@
 //! The broker: owns the controller, the log manager and the hosted partitions, and runs the
 //! listener and background tasks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +73,8 @@ pub struct Broker {
     pub controller: Controller,
     pub logs: LogManager,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Partitions this node should host whose logs could not be opened or created.
+    offline: RwLock<HashSet<TopicPartition>>,
     reconcile_lock: Mutex<()>,
     producer_ids: Mutex<ProducerIdBlock>,
     pub shutdown: CancellationToken,
@@ -107,12 +109,19 @@ impl Broker {
             controller,
             logs,
             partitions: RwLock::new(HashMap::new()),
+            offline: RwLock::new(HashSet::new()),
             reconcile_lock: Mutex::new(()),
             producer_ids: Mutex::new(ProducerIdBlock { next: 0, end: 0 }),
             shutdown: CancellationToken::new(),
             connections: Arc::new(Semaphore::new(connections_max)),
         });
-        broker.reconcile()?;
+        let failures = broker.reconcile();
+        if !failures.is_empty() {
+            tracing::error!(
+                partitions = failures.len(),
+                "some partitions could not be hosted and are offline"
+            );
+        }
         Ok(broker)
     }
 
@@ -138,13 +147,17 @@ impl Broker {
 
     /// Makes the hosted partitions match the metadata image: opens or creates logs for partitions
     /// this node replicates, applies config changes, and deletes logs of removed topics. Called at
-    /// startup and after every metadata write; idempotent.
-    pub fn reconcile(&self) -> Result<(), StorageError> {
+    /// startup and after every metadata write; idempotent. A partition whose log cannot be opened
+    /// or created is reported and marked offline (its requests get KAFKA_STORAGE_ERROR); the rest
+    /// are still hosted.
+    pub fn reconcile(&self) -> Vec<(TopicPartition, StorageError)> {
         let _guard = self.reconcile_lock.lock();
         let image = self.image();
         let now = now_ms();
         let node_id = self.config.node_id;
         let mut wanted = HashMap::new();
+        let mut offline = HashSet::new();
+        let mut failures = Vec::new();
         for topic in image.topics() {
             let resolved = self.topic_configs(&image, &topic.name);
             let (log_config, settings) = settings_from_configs(&resolved);
@@ -161,40 +174,20 @@ impl Broker {
                         }
                         partition
                     }
-                    _ => {
-                        let log = match self.logs.get(&topic_partition) {
-                            Some(log) if log.topic_id() == topic.topic_id => {
-                                log.update_config(log_config);
-                                log
-                            }
-                            Some(stale) => {
-                                tracing::warn!(
-                                    partition = %topic_partition, stale_topic_id = %stale.topic_id(),
-                                    topic_id = %topic.topic_id,
-                                    "deleting the log of an earlier topic with the same name"
-                                );
-                                self.logs.delete_log(&topic_partition)?;
-                                self.logs.create_log(
-                                    &topic_partition,
-                                    topic.topic_id,
-                                    log_config,
-                                    now,
-                                )?
-                            }
-                            None => self.logs.create_log(
-                                &topic_partition,
-                                topic.topic_id,
-                                log_config,
-                                now,
-                            )?,
-                        };
-                        Arc::new(Partition::new(
+                    _ => match self.host_log(&topic_partition, topic.topic_id, log_config, now) {
+                        Ok(log) => Arc::new(Partition::new(
                             log,
                             registration.leader_epoch,
                             settings.clone(),
                             now,
-                        ))
-                    }
+                        )),
+                        Err(error) => {
+                            tracing::error!(partition = %topic_partition, %error, "cannot host partition; it is offline");
+                            offline.insert(topic_partition.clone());
+                            failures.push((topic_partition, error));
+                            continue;
+                        }
+                    },
                 };
                 partition.set_leader_epoch(registration.leader_epoch);
                 wanted.insert(topic_partition, partition);
@@ -204,24 +197,74 @@ impl Broker {
             .partitions
             .read()
             .keys()
-            .filter(|key| !wanted.contains_key(*key))
+            .filter(|key| !wanted.contains_key(*key) && !offline.contains(*key))
             .cloned()
             .collect();
         *self.partitions.write() = wanted;
+        *self.offline.write() = offline;
         for topic_partition in removed {
             tracing::info!(partition = %topic_partition, "deleting log of removed partition");
-            self.logs.delete_log(&topic_partition)?;
+            if let Err(error) = self.logs.delete_log(&topic_partition) {
+                tracing::error!(partition = %topic_partition, %error, "deleting the log failed");
+                failures.push((topic_partition, error));
+            }
         }
         for log in self.logs.logs() {
             let topic_partition = log.topic_partition();
-            if self.partitions.read().get(topic_partition).is_none() {
+            if self.partitions.read().get(topic_partition).is_none()
+                && !self.offline.read().contains(topic_partition)
+            {
                 tracing::warn!(
                     partition = %topic_partition, topic_id = %log.topic_id(),
                     "log on disk belongs to no known topic; leaving it untouched"
                 );
             }
         }
-        Ok(())
+        failures
+    }
+
+    /// The log for a partition this node must host: the loaded one if it belongs to this topic
+    /// id, else a new one (replacing the log of an earlier topic with the same name).
+    fn host_log(
+        &self,
+        topic_partition: &TopicPartition,
+        topic_id: uuid::Uuid,
+        log_config: caudal_storage::LogConfig,
+        now: TimestampMs,
+    ) -> Result<Arc<caudal_storage::PartitionLog>, StorageError> {
+        match self.logs.get(topic_partition) {
+            Some(log) if log.topic_id() == topic_id => {
+                log.update_config(log_config);
+                Ok(log)
+            }
+            Some(stale) => {
+                tracing::warn!(
+                    partition = %topic_partition, stale_topic_id = %stale.topic_id(), %topic_id,
+                    "deleting the log of an earlier topic with the same name"
+                );
+                self.logs.delete_log(topic_partition)?;
+                self.logs
+                    .create_log(topic_partition, topic_id, log_config, now)
+            }
+            None => self
+                .logs
+                .create_log(topic_partition, topic_id, log_config, now),
+        }
+    }
+
+    /// A hosted partition, or the error its requests get: KAFKA_STORAGE_ERROR when it should be
+    /// hosted but its log is offline, UNKNOWN_TOPIC_OR_PARTITION otherwise.
+    pub fn partition_or_error(
+        &self,
+        topic_partition: &TopicPartition,
+    ) -> Result<Arc<Partition>, caudal_protocol::ErrorCode> {
+        match self.partition(topic_partition) {
+            Some(partition) => Ok(partition),
+            None if self.offline.read().contains(topic_partition) => {
+                Err(caudal_protocol::ErrorCode::KafkaStorageError)
+            }
+            None => Err(caudal_protocol::ErrorCode::UnknownTopicOrPartition),
+        }
     }
 
     /// Runs a controller write on a blocking thread, then reconciles hosted partitions.
@@ -237,10 +280,9 @@ impl Broker {
         let broker = self.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let result = broker.controller.write(decide);
-            if result.is_ok()
-                && let Err(error) = broker.reconcile()
-            {
-                tracing::error!(%error, "applying metadata to local logs failed");
+            if result.is_ok() {
+                // Failures are logged and the partitions marked offline by reconcile itself.
+                broker.reconcile();
             }
             result
         })

@@ -861,3 +861,39 @@ async fn list_offsets_answers_for_a_batch_too_large_to_search() {
     assert_eq!((partition.error_code, partition.offset), (0, 0));
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_partition_whose_log_cannot_be_created_is_offline_not_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    // A plain file where the partition's directory must go.
+    std::fs::write(dir.path().join("blocked-0"), b"not a directory").unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr).await;
+    assert_eq!(create_topic(&mut client, "blocked", 1).await, 0);
+    assert_eq!(
+        produce(
+            &mut client,
+            "blocked",
+            0,
+            batch(1, Compression::None, None),
+            1
+        )
+        .await
+        .0,
+        ErrorCode::KafkaStorageError.code()
+    );
+    assert_eq!(
+        fetch(&mut client, "blocked", 0, 0).await.error_code,
+        ErrorCode::KafkaStorageError.code()
+    );
+    drop(client);
+    broker.shutdown().await.unwrap();
+    // The broker still starts with the partition offline.
+    let broker = start_broker(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr).await;
+    assert_eq!(
+        fetch(&mut client, "blocked", 0, 0).await.error_code,
+        ErrorCode::KafkaStorageError.code()
+    );
+    broker.shutdown().await.unwrap();
+}

@@ -79,9 +79,9 @@ pub async fn handle(
         for fetch in &topic.partitions {
             let partition = match (&name, topic_error) {
                 (_, Some(error)) => Err(error),
-                (Some(name), None) => broker
-                    .partition(&TopicPartition::new(name.clone(), fetch.partition))
-                    .ok_or(ErrorCode::UnknownTopicOrPartition),
+                (Some(name), None) => {
+                    broker.partition_or_error(&TopicPartition::new(name.clone(), fetch.partition))
+                }
                 (None, None) => Err(ErrorCode::UnknownTopicOrPartition),
             };
             targets.push(Target {

@@ -49,10 +49,11 @@ pub async fn handle(
                     let index = requested.partition_index;
                     let response =
                         ListOffsetsPartitionResponse::default().with_partition_index(index);
-                    let Some(partition) =
-                        broker.partition(&TopicPartition::new(name.clone(), index))
-                    else {
-                        return failed(response, ErrorCode::UnknownTopicOrPartition);
+                    let partition = match broker
+                        .partition_or_error(&TopicPartition::new(name.clone(), index))
+                    {
+                        Ok(partition) => partition,
+                        Err(error) => return failed(response, error),
                     };
                     let leader_epoch = partition.leader_epoch();
                     if requested.current_leader_epoch >= 0 {

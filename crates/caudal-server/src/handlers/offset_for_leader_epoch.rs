@@ -41,8 +41,9 @@ pub fn handle(
                     };
                     let topic_partition =
                         TopicPartition::new(topic.topic.0.to_string(), requested.partition);
-                    let Some(partition) = broker.partition(&topic_partition) else {
-                        return failed(ErrorCode::UnknownTopicOrPartition);
+                    let partition = match broker.partition_or_error(&topic_partition) {
+                        Ok(partition) => partition,
+                        Err(error) => return failed(error),
                     };
                     let leader_epoch = partition.leader_epoch();
                     if requested.current_leader_epoch >= 0 {

@@ -167,8 +167,9 @@ fn append_one(
     now: TimestampMs,
 ) -> Appended {
     let topic_partition = TopicPartition::new(topic, index);
-    let Some(partition) = broker.partition(&topic_partition) else {
-        return failed(index, ErrorCode::UnknownTopicOrPartition, None);
+    let partition = match broker.partition_or_error(&topic_partition) {
+        Ok(partition) => partition,
+        Err(error) => return failed(index, error, None),
     };
     let Some(records) = records.filter(|records| !records.is_empty()) else {
         return failed(
