@@ -252,6 +252,11 @@ impl Broker {
         }
     }
 
+    /// True when this node should host the partition but its log is offline.
+    pub fn is_offline(&self, topic_partition: &TopicPartition) -> bool {
+        self.offline.read().contains(topic_partition)
+    }
+
     /// A hosted partition, or the error its requests get: KAFKA_STORAGE_ERROR when it should be
     /// hosted but its log is offline, UNKNOWN_TOPIC_OR_PARTITION otherwise.
     pub fn partition_or_error(
@@ -260,7 +265,7 @@ impl Broker {
     ) -> Result<Arc<Partition>, caudal_protocol::ErrorCode> {
         match self.partition(topic_partition) {
             Some(partition) => Ok(partition),
-            None if self.offline.read().contains(topic_partition) => {
+            None if self.is_offline(topic_partition) => {
                 Err(caudal_protocol::ErrorCode::KafkaStorageError)
             }
             None => Err(caudal_protocol::ErrorCode::UnknownTopicOrPartition),

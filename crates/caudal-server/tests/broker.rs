@@ -886,6 +886,16 @@ async fn a_partition_whose_log_cannot_be_created_is_offline_not_unknown() {
         fetch(&mut client, "blocked", 0, 0).await.error_code,
         ErrorCode::KafkaStorageError.code()
     );
+    let request = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(topic_name("blocked"))),
+    ])));
+    let ResponseKind::Metadata(metadata) = client.call(ApiKey::Metadata, 12, request).await else {
+        panic!()
+    };
+    let partition = &metadata.topics[0].partitions[0];
+    assert_eq!(partition.error_code, ErrorCode::LeaderNotAvailable.code());
+    assert_eq!(partition.leader_id, BrokerId(-1));
+    assert_eq!(partition.offline_replicas, vec![BrokerId(1)]);
     drop(client);
     broker.shutdown().await.unwrap();
     // The broker still starts with the partition offline.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use caudal_controller::decisions::{NewTopic, TopicDefaults, create_topic, validate_topic_name};
 use caudal_metadata::{MetadataImage, TopicImage};
+use caudal_model::TopicPartition;
 use caudal_protocol::api::ApiVersionRange;
 use caudal_protocol::{ApiKey, ErrorCode, ResponseKind};
 use kafka_protocol::messages::metadata_response::{
@@ -87,13 +88,13 @@ pub async fn handle(
     let topics = match requested {
         None => image
             .topics()
-            .map(|topic| topic_response(&image, topic, version))
+            .map(|topic| topic_response(&broker, &image, topic))
             .collect(),
         Some(requested) => requested
             .into_iter()
             .map(|(name, topic_id)| match name {
                 Some(name) => match image.topic(&name) {
-                    Some(topic) => topic_response(&image, topic, version),
+                    Some(topic) => topic_response(&broker, &image, topic),
                     None => {
                         let error = if validate_topic_name(&name).is_err() {
                             ErrorCode::InvalidTopicException
@@ -107,7 +108,7 @@ pub async fn handle(
                     }
                 },
                 None => match image.topic_by_id(&topic_id) {
-                    Some(topic) => topic_response(&image, topic, version),
+                    Some(topic) => topic_response(&broker, &image, topic),
                     None => error_topic(None, topic_id, ErrorCode::UnknownTopicId),
                 },
             })
@@ -148,20 +149,28 @@ fn error_topic(name: Option<String>, topic_id: Uuid, error: ErrorCode) -> Metada
 }
 
 fn topic_response(
+    broker: &Broker,
     image: &MetadataImage,
     topic: &TopicImage,
-    _version: i16,
 ) -> MetadataResponseTopic {
     let brokers = &image.brokers;
+    let own_id = broker.config.node_id;
     let partitions = topic
         .partitions
         .iter()
         .map(|(index, registration)| {
-            let leader_alive = brokers.contains_key(&registration.leader);
+            // A replica is offline when its broker is not registered, or (for this broker) when
+            // its log could not be hosted.
+            let own_log_offline =
+                broker.is_offline(&TopicPartition::new(topic.name.clone(), *index));
+            let replica_offline = |replica: &caudal_model::NodeId| {
+                !brokers.contains_key(replica) || (*replica == own_id && own_log_offline)
+            };
+            let leader_alive = !replica_offline(&registration.leader);
             let offline: Vec<BrokerId> = registration
                 .replicas
                 .iter()
-                .filter(|replica| !brokers.contains_key(replica))
+                .filter(|replica| replica_offline(replica))
                 .map(|replica| BrokerId(replica.0))
                 .collect();
             let error = if leader_alive {
