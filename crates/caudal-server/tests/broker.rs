@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use caudal_protocol::{ApiKey, ErrorCode, RequestKind, ResponseKind};
-use common::{Client, batch, start_broker};
+use common::{Client, batch, raw_batch, start_broker};
 
 // The same allocator the `caudal` binary installs (see docs/decisions/0001).
 #[global_allocator]
@@ -293,39 +293,15 @@ async fn bad_batches_get_kafka_errors_and_nothing_is_written() {
         ErrorCode::InvalidRequiredAcks.code()
     );
     // A control batch (attribute bit 5) from a client.
-    let control = caudal_model::batch::build_batch(
-        caudal_model::Offset(0),
-        0x20,
-        0,
-        caudal_model::TimestampMs(0),
-        caudal_model::TimestampMs(0),
-        caudal_model::ProducerId(1),
-        caudal_model::ProducerEpoch(0),
-        caudal_model::Sequence(-1),
-        1,
-        &[0; 10],
-    );
+    let control = raw_batch(0x20, 0, 1, 0, &[0; 10]);
     assert_eq!(
-        produce(&mut client, "t", 0, Bytes::from(control), 1)
-            .await
-            .0,
+        produce(&mut client, "t", 0, control, 1).await.0,
         ErrorCode::InvalidRecord.code()
     );
     // An uncompressed batch claiming 2^31-1 records in no bytes: it would use up 2^31 offsets.
-    let poison = caudal_model::batch::build_batch(
-        caudal_model::Offset(0),
-        0,
-        i32::MAX - 1,
-        caudal_model::TimestampMs(0),
-        caudal_model::TimestampMs(0),
-        caudal_model::ProducerId(-1),
-        caudal_model::ProducerEpoch(-1),
-        caudal_model::Sequence(-1),
-        i32::MAX,
-        &[],
-    );
+    let poison = raw_batch(0, i32::MAX - 1, i32::MAX, 0, &[]);
     assert_eq!(
-        produce(&mut client, "t", 0, Bytes::from(poison), 1).await.0,
+        produce(&mut client, "t", 0, poison, 1).await.0,
         ErrorCode::InvalidRecord.code()
     );
     assert_eq!(fetch(&mut client, "t", 0, 0).await.high_watermark, 0);
@@ -824,22 +800,8 @@ async fn list_offsets_answers_for_a_batch_too_large_to_search() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let bomb = caudal_model::batch::build_batch(
-        caudal_model::Offset(0),
-        4,
-        0,
-        caudal_model::TimestampMs(now),
-        caudal_model::TimestampMs(now),
-        caudal_model::ProducerId(-1),
-        caudal_model::ProducerEpoch(-1),
-        caudal_model::Sequence(-1),
-        1,
-        &payload,
-    );
-    assert_eq!(
-        produce(&mut client, "bomb", 0, Bytes::from(bomb), 1).await,
-        (0, 0)
-    );
+    let bomb = raw_batch(4, 0, 1, now, &payload);
+    assert_eq!(produce(&mut client, "bomb", 0, bomb, 1).await, (0, 0));
     let request = RequestKind::ListOffsets(
         ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))

@@ -117,3 +117,28 @@ pub fn batch(count: usize, compression: Compression, producer: Option<(i64, i16,
     .expect("encode batch");
     buf.freeze()
 }
+
+/// A hand-built v2 batch with a valid CRC and no producer id: `attributes` (compression bits,
+/// control bit), the header's record count and last offset delta, and raw record bytes. For
+/// batches a well-behaved client would never send.
+pub fn raw_batch(
+    attributes: i16,
+    last_offset_delta: i32,
+    record_count: i32,
+    timestamp_ms: i64,
+    records: &[u8],
+) -> Bytes {
+    use caudal_model::{Offset, ProducerEpoch, ProducerId, Sequence, TimestampMs};
+    Bytes::from(caudal_model::batch::build_batch(
+        Offset(0),
+        attributes,
+        last_offset_delta,
+        TimestampMs(timestamp_ms),
+        TimestampMs(timestamp_ms),
+        ProducerId::NONE,
+        ProducerEpoch::NONE,
+        Sequence::NONE,
+        record_count,
+        records,
+    ))
+}

@@ -84,18 +84,7 @@ pub fn producer_batch(
     records: i32,
     max_ts: i64,
 ) -> Vec<u8> {
-    build_batch(
-        Offset(0),
-        0,
-        records - 1,
-        TimestampMs(max_ts),
-        TimestampMs(max_ts),
-        ProducerId(pid),
-        ProducerEpoch(producer_epoch),
-        Sequence(first_seq),
-        records,
-        &payload(20, first_seq as u8),
-    )
+    sequenced_batch(0, pid, producer_epoch, first_seq, records, max_ts)
 }
 
 /// A transactional producer's batch.
@@ -106,9 +95,20 @@ pub fn transactional_batch(
     records: i32,
     max_ts: i64,
 ) -> Vec<u8> {
+    sequenced_batch(0x10, pid, producer_epoch, first_seq, records, max_ts)
+}
+
+fn sequenced_batch(
+    attributes: i16,
+    pid: i64,
+    producer_epoch: i16,
+    first_seq: i32,
+    records: i32,
+    max_ts: i64,
+) -> Vec<u8> {
     build_batch(
         Offset(0),
-        0x10,
+        attributes,
         records - 1,
         TimestampMs(max_ts),
         TimestampMs(max_ts),
