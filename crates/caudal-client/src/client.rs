@@ -36,6 +36,9 @@ pub struct ClientConfig {
     pub metadata_refreshes_max: u32,
     /// Wait before each refresh-and-retry (`retry.backoff.ms`).
     pub retry_backoff: Duration,
+    /// How long an admin operation may keep retrying retriable errors, such as a group
+    /// coordinator that is still loading (`default.api.timeout.ms`).
+    pub api_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -44,6 +47,7 @@ impl Default for ClientConfig {
             connection: ConnectionConfig::default(),
             metadata_refreshes_max: 5,
             retry_backoff: Duration::from_millis(100),
+            api_timeout: Duration::from_secs(60),
         }
     }
 }

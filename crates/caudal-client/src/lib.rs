@@ -10,6 +10,9 @@
 //!   broker, routing of produce / fetch / list-offsets to partition leaders with bounded metadata
 //!   refreshes on `NOT_LEADER_OR_FOLLOWER` and friends.
 //! - [`admin`]: create / delete topics, add partitions, describe configs, InitProducerId.
+//! - [`groups`]: consumer-group admin — find a group's coordinator (with retries on coordinator
+//!   errors), list / describe / delete groups, decode consumer assignments, fetch committed
+//!   offsets and commit new ones with an admin ("simple") commit.
 //! - [`records`]: building v2 record batches (all five codecs) and decoding fetched ones, with a
 //!   bound on decompressed size.
 //! - [`partitioner`]: Kafka's default partitioner (murmur2 of the key, positive modulo).
@@ -29,6 +32,7 @@ pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod groups;
 pub mod partitioner;
 pub mod producer;
 pub mod records;

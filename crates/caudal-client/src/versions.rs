@@ -21,6 +21,14 @@ pub const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::InitProducerId, 0, 6),
+    // Consumer-group admin ([`crate::groups`]). OffsetFetch from v2, where a null topic list
+    // means "every partition with a commit".
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 2, 9),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The version range this client speaks for `api_key`, if it uses the API at all.
