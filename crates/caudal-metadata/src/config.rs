@@ -661,6 +661,96 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Partitions of __consumer_offsets."
     ),
     def!(
+        "offsets.topic.replication.factor",
+        Short,
+        Some("3"),
+        Validator::AtLeast(1),
+        [],
+        true,
+        "Replication factor of __consumer_offsets, capped at the number of registered brokers when it is created."
+    ),
+    def!(
+        "offsets.topic.segment.bytes",
+        Int,
+        Some("104857600"),
+        Validator::AtLeast(1),
+        [],
+        true,
+        "segment.bytes of __consumer_offsets."
+    ),
+    def!(
+        "offsets.load.buffer.size",
+        Int,
+        Some("5242880"),
+        Validator::AtLeast(1),
+        [],
+        true,
+        "Bytes read at a time when a group coordinator loads its __consumer_offsets partition."
+    ),
+    def!(
+        "offsets.retention.minutes",
+        Int,
+        Some("10080"),
+        Validator::AtLeast(1),
+        [],
+        true,
+        "How long committed offsets of a group without members are kept."
+    ),
+    def!(
+        "offsets.retention.check.interval.ms",
+        Long,
+        Some("600000"),
+        Validator::AtLeast(1),
+        [],
+        true,
+        "How often expired offsets are removed."
+    ),
+    def!(
+        "offset.metadata.max.bytes",
+        Int,
+        Some("4096"),
+        Validator::AtLeast(0),
+        [],
+        true,
+        "The largest metadata string an offset commit may carry."
+    ),
+    def!(
+        "group.min.session.timeout.ms",
+        Int,
+        Some("6000"),
+        Validator::AtLeast(0),
+        [],
+        true,
+        "The smallest session.timeout.ms a consumer may ask for."
+    ),
+    def!(
+        "group.max.session.timeout.ms",
+        Int,
+        Some("1800000"),
+        Validator::AtLeast(0),
+        [],
+        true,
+        "The largest session.timeout.ms a consumer may ask for."
+    ),
+    def!(
+        "group.initial.rebalance.delay.ms",
+        Int,
+        Some("3000"),
+        Validator::AtLeast(0),
+        [],
+        true,
+        "How long the first rebalance of an empty group waits for more members to join."
+    ),
+    def!(
+        "group.max.size",
+        Int,
+        Some("2147483647"),
+        Validator::AtLeast(1),
+        [],
+        true,
+        "The most members one consumer group may have."
+    ),
+    def!(
         "caudal.acks.all.fsync",
         Boolean,
         Some("true"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caudal_controller::controller::NodeRegistration;
-use caudal_controller::decisions::allocate_producer_ids;
+use caudal_controller::decisions::{NewTopic, TopicDefaults, allocate_producer_ids, create_topic};
 use caudal_controller::{Controller, ControllerError};
 use caudal_metadata::config::{ResolvedConfig, resolve_topic_configs};
 use caudal_metadata::{ConfigResource, MetadataImage};
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::BrokerConfig;
+use crate::groups::GroupCoordinator;
 use crate::partition::{Partition, settings_from_configs};
 
 /// Name of the metadata log directory inside the data directory. It has no `-<partition>` suffix,
@@ -79,6 +80,11 @@ pub struct Broker {
     producer_ids: Mutex<ProducerIdBlock>,
     pub shutdown: CancellationToken,
     pub connections: Arc<Semaphore>,
+    /// The group coordinators of the `__consumer_offsets` partitions this node leads.
+    pub groups: GroupCoordinator,
+    /// Every task the broker runs (connections, coordinators, maintenance): shutdown waits for
+    /// them before closing the logs.
+    pub tasks: TaskTracker,
 }
 
 impl Broker {
@@ -104,6 +110,8 @@ impl Broker {
             tracing::info!(?report, "log recovery");
         }
         let connections_max = config.connections_max.min(Semaphore::MAX_PERMITS);
+        let config_groups = config.groups.clone();
+        let acks_all_fsync = config.acks_all_fsync;
         let broker = Arc::new(Self {
             config,
             controller,
@@ -114,6 +122,8 @@ impl Broker {
             producer_ids: Mutex::new(ProducerIdBlock { next: 0, end: 0 }),
             shutdown: CancellationToken::new(),
             connections: Arc::new(Semaphore::new(connections_max)),
+            groups: GroupCoordinator::new(config_groups, acks_all_fsync),
+            tasks: TaskTracker::new(),
         });
         let failures = broker.reconcile();
         if !failures.is_empty() {
@@ -200,6 +210,8 @@ impl Broker {
             .filter(|key| !wanted.contains_key(*key) && !offline.contains(*key))
             .cloned()
             .collect();
+        self.groups
+            .reconcile(&image, node_id, &wanted, &self.tasks, &self.shutdown);
         *self.partitions.write() = wanted;
         *self.offline.write() = offline;
         for topic_partition in removed {
@@ -298,6 +310,62 @@ impl Broker {
         }
     }
 
+    /// Creates `__consumer_offsets` if it does not exist yet (Kafka does this on the first
+    /// FindCoordinator for a group): `offsets.topic.num.partitions` partitions, compacted, with
+    /// `offsets.topic.replication.factor` capped at the registered brokers.
+    pub async fn ensure_offsets_topic(self: &Arc<Self>) -> Result<(), ControllerError> {
+        if self.image().topic(crate::groups::OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        let settings = self.config.groups.clone();
+        let created = self
+            .write_metadata(move |image| {
+                let brokers = image.brokers.len().clamp(1, i16::MAX as usize) as i16;
+                let replication_factor = settings.offsets_topic_replication_factor.min(brokers);
+                if replication_factor < settings.offsets_topic_replication_factor {
+                    tracing::warn!(
+                        configured = settings.offsets_topic_replication_factor,
+                        brokers,
+                        "offsets.topic.replication.factor is capped at the registered brokers"
+                    );
+                }
+                let topic = NewTopic {
+                    name: crate::groups::OFFSETS_TOPIC.to_string(),
+                    num_partitions: settings.offsets_topic_partitions,
+                    replication_factor,
+                    assignments: Default::default(),
+                    configs: [
+                        ("cleanup.policy", "compact".to_string()),
+                        ("compression.type", "producer".to_string()),
+                        (
+                            "segment.bytes",
+                            settings.offsets_topic_segment_bytes.to_string(),
+                        ),
+                    ]
+                    .into_iter()
+                    .map(|(name, value)| (name.to_string(), value))
+                    .collect(),
+                };
+                let defaults = TopicDefaults {
+                    num_partitions: settings.offsets_topic_partitions,
+                    replication_factor,
+                };
+                create_topic(image, &topic, defaults)
+            })
+            .await;
+        match created {
+            Ok(created) => {
+                tracing::info!(
+                    partitions = created.num_partitions,
+                    "created the consumer offsets topic"
+                );
+                Ok(())
+            }
+            Err(ControllerError::TopicAlreadyExists { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Hands out the next producer id, taking a new block from the controller when needed.
     pub async fn next_producer_id(self: &Arc<Self>) -> Result<ProducerId, ControllerError> {
         {
@@ -387,15 +455,14 @@ fn check_meta_properties(config: &BrokerConfig, image: &MetadataImage) -> Result
 pub struct BrokerHandle {
     pub broker: Arc<Broker>,
     pub local_addr: SocketAddr,
-    tasks: TaskTracker,
 }
 
 impl BrokerHandle {
     /// Stops accepting, closes connections, waits for tasks, and closes the logs cleanly.
     pub async fn shutdown(self) -> Result<(), StorageError> {
         self.broker.shutdown.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+        self.broker.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.broker.tasks.wait())
             .await
             .is_err()
         {
@@ -425,7 +492,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
         address: listen,
         source,
     })?;
-    let tasks = TaskTracker::new();
+    let tasks = broker.tasks.clone();
     tasks.spawn(accept_loop(broker.clone(), listener, tasks.clone()));
     tasks.spawn(maintenance_loop(broker.clone()));
     tracing::info!(
@@ -434,11 +501,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
         cluster_id = broker.image().cluster_id.as_deref().unwrap_or(""),
         "broker listening"
     );
-    Ok(BrokerHandle {
-        broker,
-        local_addr,
-        tasks,
-    })
+    Ok(BrokerHandle { broker, local_addr })
 }
 
 async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tasks: TaskTracker) {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use caudal_coordinator::CoordinatorConfig;
 use caudal_metadata::config::{ConfigError, broker_config, topic_config};
 use caudal_model::NodeId;
 
@@ -58,6 +59,26 @@ pub struct BrokerConfig {
     pub delete_topic_enable: bool,
     pub acks_all_fsync: bool,
     pub broker_rack: Option<String>,
+    /// The group coordinator's settings (`offsets.*`, `group.*`).
+    pub groups: GroupSettings,
+}
+
+/// What the group coordinator needs from the broker config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSettings {
+    pub coordinator: CoordinatorConfig,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_topic_partitions: i32,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_topic_replication_factor: i16,
+    /// `offsets.topic.segment.bytes`.
+    pub offsets_topic_segment_bytes: i64,
+    /// `offsets.load.buffer.size`.
+    pub offsets_load_buffer_bytes: usize,
+    /// `offsets.retention.minutes`, in milliseconds.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: i64,
 }
 
 /// One layer of config values and where they came from.
@@ -265,6 +286,24 @@ impl BrokerConfig {
             delete_topic_enable: flag("delete.topic.enable"),
             acks_all_fsync: flag("caudal.acks.all.fsync"),
             broker_rack: values.get("broker.rack").cloned(),
+            groups: GroupSettings {
+                coordinator: CoordinatorConfig {
+                    group_min_session_timeout_ms: number("group.min.session.timeout.ms") as i32,
+                    group_max_session_timeout_ms: number("group.max.session.timeout.ms") as i32,
+                    group_initial_rebalance_delay_ms: number("group.initial.rebalance.delay.ms")
+                        as i32,
+                    group_max_size: number("group.max.size").max(1) as usize,
+                    offset_metadata_max_bytes: number("offset.metadata.max.bytes").max(0) as usize,
+                },
+                offsets_topic_partitions: number("offsets.topic.num.partitions").max(1) as i32,
+                offsets_topic_replication_factor: number("offsets.topic.replication.factor").max(1)
+                    as i16,
+                offsets_topic_segment_bytes: number("offsets.topic.segment.bytes").max(1),
+                offsets_load_buffer_bytes: number("offsets.load.buffer.size").max(1) as usize,
+                offsets_retention_ms: number("offsets.retention.minutes").saturating_mul(60_000),
+                offsets_retention_check_interval_ms: number("offsets.retention.check.interval.ms")
+                    .max(1),
+            },
             values,
         })
     }

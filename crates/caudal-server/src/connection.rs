@@ -80,7 +80,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
                 } else {
                     None
                 };
-                let pending = crate::handlers::handle(&broker, frame.freeze());
+                let pending = crate::handlers::handle(&broker, frame.freeze(), peer);
                 if let Pending::Close(reason) = &pending {
                     tracing::warn!(%peer, %reason, "closing connection");
                 }

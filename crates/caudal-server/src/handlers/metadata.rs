@@ -59,6 +59,14 @@ pub async fn handle(
             if validate_topic_name(&name).is_err() {
                 continue;
             }
+            if name == crate::groups::OFFSETS_TOPIC {
+                // Created with its own settings, as FindCoordinator would.
+                if let Err(error) = broker.ensure_offsets_topic().await {
+                    tracing::warn!(%error, "creating the consumer offsets topic failed");
+                    created_errors.push((name, controller_error_code(&error)));
+                }
+                continue;
+            }
             let topic = NewTopic {
                 name: name.clone(),
                 num_partitions: -1,

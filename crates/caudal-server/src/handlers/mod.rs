@@ -4,16 +4,28 @@
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -40,6 +52,17 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     offset_for_leader_epoch::VERSIONS,
     describe_configs::VERSIONS,
     create_partitions::VERSIONS,
+    offset_commit::VERSIONS,
+    offset_fetch::VERSIONS,
+    find_coordinator::VERSIONS,
+    join_group::VERSIONS,
+    heartbeat::VERSIONS,
+    leave_group::VERSIONS,
+    sync_group::VERSIONS,
+    describe_groups::VERSIONS,
+    list_groups::VERSIONS,
+    delete_groups::VERSIONS,
+    offset_delete::VERSIONS,
 ];
 
 fn supported(api_key: ApiKey) -> Option<&'static ApiVersionRange> {
@@ -75,10 +98,10 @@ pub fn text(message: impl Into<String>) -> StrBytes {
     StrBytes::from_string(message.into())
 }
 
-/// Handles one request frame.
-pub fn handle(broker: &Arc<Broker>, frame: Bytes) -> Pending {
+/// Handles one request frame from the client at `peer`.
+pub fn handle(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Pending {
     match decode_request(frame) {
-        Ok(request) => dispatch(broker, request),
+        Ok(request) => dispatch(broker, request, peer),
         Err(RequestDecodeError::TooShort { length }) => {
             Pending::Close(format!("request frame of {length} bytes has no header"))
         }
@@ -119,7 +142,7 @@ pub fn handle(broker: &Arc<Broker>, frame: Bytes) -> Pending {
     }
 }
 
-fn dispatch(broker: &Arc<Broker>, request: DecodedRequest) -> Pending {
+fn dispatch(broker: &Arc<Broker>, request: DecodedRequest, peer: SocketAddr) -> Pending {
     let api_key = request.api_key;
     let version = request.version();
     let correlation_id = request.correlation_id();
@@ -176,6 +199,61 @@ fn dispatch(broker: &Arc<Broker>, request: DecodedRequest) -> Pending {
             version,
             correlation_id,
         )),
+        RequestKind::FindCoordinator(body) => {
+            later(
+                async move { find_coordinator::handle(broker, body, version, correlation_id).await },
+            )
+        }
+        RequestKind::JoinGroup(body) => {
+            let client_id = request
+                .header
+                .client_id
+                .as_ref()
+                .map(|id| id.to_string())
+                .unwrap_or_default();
+            // Kafka reports the client's address as Java prints it: "/127.0.0.1".
+            let client_host = format!("/{}", peer.ip());
+            later(async move {
+                join_group::handle(
+                    broker,
+                    body,
+                    version,
+                    correlation_id,
+                    client_id,
+                    client_host,
+                )
+                .await
+            })
+        }
+        RequestKind::SyncGroup(body) => {
+            later(async move { sync_group::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::Heartbeat(body) => {
+            later(async move { heartbeat::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::LeaveGroup(body) => {
+            later(async move { leave_group::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::OffsetCommit(body) => {
+            later(async move { offset_commit::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::OffsetFetch(body) => {
+            later(async move { offset_fetch::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::DescribeGroups(body) => {
+            later(
+                async move { describe_groups::handle(broker, body, version, correlation_id).await },
+            )
+        }
+        RequestKind::ListGroups(body) => {
+            later(async move { list_groups::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::DeleteGroups(body) => {
+            later(async move { delete_groups::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::OffsetDelete(body) => {
+            later(async move { offset_delete::handle(broker, body, version, correlation_id).await })
+        }
         other => match error_response(&other, version, ErrorCode::UnsupportedVersion) {
             Some(body) => ready(encode(correlation_id, api_key, version, body)),
             None => Pending::Close(format!("{api_key:?} is not supported")),

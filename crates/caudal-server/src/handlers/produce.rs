@@ -166,6 +166,14 @@ fn append_one(
     acks: i16,
     now: TimestampMs,
 ) -> Appended {
+    if topic == crate::groups::OFFSETS_TOPIC {
+        // Only the group coordinator writes its topic.
+        return failed(
+            index,
+            ErrorCode::InvalidTopicException,
+            Some(format!("cannot append to internal topic {topic}")),
+        );
+    }
     let topic_partition = TopicPartition::new(topic, index);
     let partition = match broker.partition_or_error(&topic_partition) {
         Ok(partition) => partition,
