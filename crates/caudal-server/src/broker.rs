@@ -111,6 +111,7 @@ impl Broker {
         }
         let connections_max = config.connections_max.min(Semaphore::MAX_PERMITS);
         let config_groups = config.groups.clone();
+        let node_id = config.node_id;
         let acks_all_fsync = config.acks_all_fsync;
         let broker = Arc::new(Self {
             config,
@@ -122,7 +123,7 @@ impl Broker {
             producer_ids: Mutex::new(ProducerIdBlock { next: 0, end: 0 }),
             shutdown: CancellationToken::new(),
             connections: Arc::new(Semaphore::new(connections_max)),
-            groups: GroupCoordinator::new(config_groups, acks_all_fsync),
+            groups: GroupCoordinator::new(node_id, config_groups, acks_all_fsync),
             tasks: TaskTracker::new(),
         });
         let failures = broker.reconcile();

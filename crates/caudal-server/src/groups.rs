@@ -112,6 +112,7 @@ struct ShardHandle {
 
 /// The group coordinators of this broker.
 pub struct GroupCoordinator {
+    node_id: NodeId,
     settings: GroupSettings,
     /// Whether durability means fsync (`caudal.acks.all.fsync`).
     fsync: bool,
@@ -119,8 +120,9 @@ pub struct GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    pub fn new(settings: GroupSettings, fsync: bool) -> Self {
+    pub fn new(node_id: NodeId, settings: GroupSettings, fsync: bool) -> Self {
         Self {
+            node_id,
             settings,
             fsync,
             shards: RwLock::new(HashMap::new()),
@@ -149,14 +151,21 @@ impl GroupCoordinator {
         (leader.0 >= 0).then_some(leader)
     }
 
+    /// The shard of `group_id`. Without one: COORDINATOR_LOAD_IN_PROGRESS when this node leads
+    /// the group's partition (the shard is being started: the metadata is visible before the
+    /// partition is hosted), NOT_COORDINATOR when another node does, COORDINATOR_NOT_AVAILABLE
+    /// when nobody does.
     fn sender(&self, image: &MetadataImage, group_id: &str) -> Reply<mpsc::Sender<Command>> {
         let partition =
             Self::partition_of(image, group_id).ok_or(ErrorCode::CoordinatorNotAvailable)?;
-        self.shards
-            .read()
-            .get(&partition)
-            .map(|handle| handle.commands.clone())
-            .ok_or(ErrorCode::NotCoordinator)
+        if let Some(handle) = self.shards.read().get(&partition) {
+            return Ok(handle.commands.clone());
+        }
+        match Self::coordinator_of(image, group_id) {
+            Some(leader) if leader == self.node_id => Err(ErrorCode::CoordinatorLoadInProgress),
+            Some(_) => Err(ErrorCode::NotCoordinator),
+            None => Err(ErrorCode::CoordinatorNotAvailable),
+        }
     }
 
     /// Runs `call` on the shard of `group_id` and waits for its answer.
