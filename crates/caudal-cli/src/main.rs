@@ -1,10 +1,12 @@
 //! `caudal`: the one binary. `caudal server` runs a broker; the other subcommands are Kafka tools
-//! (topic admin, console producer and consumer, benchmarks) built on `caudal-client`.
+//! (topic admin, consumer-group admin, console producer and consumer, benchmarks) built on
+//! `caudal-client`.
 
 mod alloc_guard;
 mod bench;
 mod common;
 mod consume;
+mod group;
 mod produce;
 mod server;
 mod topic;
@@ -28,6 +30,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Topic admin: create, list, describe, delete, add partitions.
     Topic(topic::TopicArgs),
+    /// Consumer groups: list, describe (members, offsets, lag), delete, seek (reset offsets).
+    Group(group::GroupArgs),
     /// Produce records from stdin, one per line (console producer).
     Produce(produce::ProduceArgs),
     /// Print records of a topic (console consumer).
@@ -41,6 +45,7 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Server(args) => server::run(args),
         Command::Topic(args) => topic::main(args),
+        Command::Group(args) => group::main(args),
         Command::Produce(args) => produce::main(args),
         Command::Consume(args) => consume::main(args),
         Command::Bench(args) => bench::main(args),
