@@ -394,3 +394,73 @@ def test_records_before_damage_unaffected_in_other_partitions(broker_factory):
     assert after[0] == before[0]
     assert after[2] == before[2]
     assert after.get(1, []) == before[1][:keep]
+
+
+# ---- committed offsets survive kill -9 ---------------------------------------------------------
+
+
+def test_kill9_keeps_every_acknowledged_offset_commit(broker_factory):
+    """A thread commits rising offsets synchronously while the broker is killed: after the restart
+    every partition's committed offset is at least the last one a commit acknowledged."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    b = broker_factory(
+        settings={"offsets.topic.num.partitions": "5", "group.initial.rebalance.delay.ms": "0"}
+    )
+    topic = unique_topic("commit-crash")
+    create_topic(b.bootstrap, topic, PARTITIONS)
+    group = unique_topic("commit-crash-group")
+    consumer = Consumer(
+        rdkafka_conf(b.bootstrap, **{"group.id": group, "enable.auto.commit": False})
+    )
+    acked = {p: -1 for p in range(PARTITIONS)}
+    stop = threading.Event()
+    errors = []
+
+    def commit_loop():
+        offset = 0
+        while not stop.is_set():
+            offset += 1
+            offsets = [TopicPartition(topic, p, offset) for p in range(PARTITIONS)]
+            try:
+                result = consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as e:  # the broker is down: retry with the next offset
+                errors.append(str(e))
+                time.sleep(0.05)
+                continue
+            for tp in result:
+                if tp.error is None:
+                    acked[tp.partition] = max(acked[tp.partition], tp.offset)
+
+    t = threading.Thread(target=commit_loop, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while min(acked.values()) < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert min(acked.values()) >= 50, f"commits did not get going: {acked} {errors[-3:]}\n{b.log_tail()}"
+        b.kill9()
+        at_kill = dict(acked)
+        stop.set()
+        b.start()
+        # a commit blocked on the dead broker completes against the restarted one
+        t.join(timeout=60)
+        assert not t.is_alive(), "commit loop did not stop"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                committed = consumer.committed(
+                    [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
+                )
+                break
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        for tp in committed:
+            assert tp.offset >= at_kill[tp.partition], (
+                f"partition {tp.partition}: committed {tp.offset} < acknowledged {at_kill[tp.partition]}"
+            )
+    finally:
+        stop.set()
+        consumer.close()
