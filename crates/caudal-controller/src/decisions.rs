@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use caudal_metadata::config::{ConfigError, validate_topic_configs};
+use caudal_metadata::config::{
+    ConfigDef, ConfigError, ConfigType, broker_config, topic_config, validate_topic_configs,
+};
 use caudal_metadata::{ConfigResource, MetadataImage, MetadataRecord};
 use caudal_model::{LeaderEpoch, NodeId, PartitionIndex, ProducerId};
 use uuid::Uuid;
@@ -275,6 +277,153 @@ pub fn create_topic(
             replication_factor,
         },
     ))
+}
+
+/// One config change: IncrementalAlterConfigs' operations. (Legacy AlterConfigs replaces a
+/// resource's whole dynamic config set: see [`alter_configs`].)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set(String),
+    Delete,
+    /// Adds items to a list config (to its dynamic value, or its default when it has none).
+    Append(String),
+    /// Removes items from a list config.
+    Subtract(String),
+}
+
+/// Decides a config change of one resource: the `Config` records to write (one per key whose
+/// dynamic value changes). With `replace_all` (legacy AlterConfigs) the given `Set`s become the
+/// resource's whole dynamic config set and every other key is removed.
+///
+/// Kafka's rules: topics must exist; names must be known configs of the resource type; broker
+/// configs must be dynamically updatable ("Cannot update these configs dynamically", as Kafka,
+/// INVALID_REQUEST); APPEND and SUBTRACT apply to list configs only; every resulting value is
+/// validated; a key named twice is INVALID_REQUEST.
+pub fn alter_configs(
+    image: &MetadataImage,
+    resource: &ConfigResource,
+    changes: &[(String, ConfigOp)],
+    replace_all: bool,
+) -> Result<Vec<MetadataRecord>, ControllerError> {
+    let mut seen = BTreeSet::new();
+    for (name, _) in changes {
+        if !seen.insert(name.as_str()) {
+            return Err(ControllerError::InvalidRequest {
+                reason: format!("Error due to duplicate config keys: {name}"),
+            });
+        }
+    }
+    let lookup: fn(&str) -> Option<&'static ConfigDef> = match resource {
+        ConfigResource::Topic(name) => {
+            validate_topic_name(name)?;
+            if image.topic(name).is_none() {
+                return Err(ControllerError::UnknownTopic { name: name.clone() });
+            }
+            topic_config
+        }
+        ConfigResource::Broker(node_id) => {
+            if !image.brokers.contains_key(node_id) {
+                return Err(ControllerError::InvalidRequest {
+                    reason: format!("Broker {node_id} is not registered."),
+                });
+            }
+            broker_config
+        }
+        ConfigResource::BrokerDefault => broker_config,
+    };
+    let mut defs = Vec::with_capacity(changes.len());
+    for (name, _) in changes {
+        let def = lookup(name).ok_or_else(|| ConfigError::Unknown { name: name.clone() })?;
+        defs.push(def);
+    }
+    if !matches!(resource, ConfigResource::Topic(_)) {
+        let fixed: Vec<&str> = defs
+            .iter()
+            .filter(|def| def.read_only)
+            .map(|def| def.name)
+            .collect();
+        if !fixed.is_empty() {
+            return Err(ControllerError::InvalidRequest {
+                reason: format!(
+                    "Cannot update these configs dynamically: Set({})",
+                    fixed.join(", ")
+                ),
+            });
+        }
+    }
+    let current = image.configs(resource).cloned().unwrap_or_default();
+    let mut next = if replace_all {
+        BTreeMap::new()
+    } else {
+        current.clone()
+    };
+    for ((name, op), def) in changes.iter().zip(&defs) {
+        let list_op = |verb: &str| -> Result<Vec<String>, ControllerError> {
+            if def.config_type != ConfigType::List {
+                return Err(ConfigError::InvalidValue {
+                    name: name.clone(),
+                    value: String::new(),
+                    reason: format!("config value {verb} is not allowed for a non-list config"),
+                }
+                .into());
+            }
+            let base = next
+                .get(name)
+                .cloned()
+                .or_else(|| def.default.map(str::to_string))
+                .unwrap_or_default();
+            Ok(split_list(&base))
+        };
+        match op {
+            ConfigOp::Set(value) => {
+                def.validate(value)?;
+                next.insert(name.clone(), value.trim().to_string());
+            }
+            ConfigOp::Delete => {
+                next.remove(name);
+            }
+            ConfigOp::Append(value) => {
+                let mut items = list_op("append")?;
+                for item in split_list(value) {
+                    if !items.contains(&item) {
+                        items.push(item);
+                    }
+                }
+                let joined = items.join(",");
+                def.validate(&joined)?;
+                next.insert(name.clone(), joined);
+            }
+            ConfigOp::Subtract(value) => {
+                let remove = split_list(value);
+                let items: Vec<String> = list_op("subtract")?
+                    .into_iter()
+                    .filter(|item| !remove.contains(item))
+                    .collect();
+                let joined = items.join(",");
+                def.validate(&joined)?;
+                next.insert(name.clone(), joined);
+            }
+        }
+    }
+    let keys: BTreeSet<&String> = current.keys().chain(next.keys()).collect();
+    Ok(keys
+        .into_iter()
+        .filter(|key| current.get(*key) != next.get(*key))
+        .map(|key| MetadataRecord::Config {
+            resource: resource.clone(),
+            name: key.clone(),
+            value: next.get(key).cloned(),
+        })
+        .collect())
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Which topic a DeleteTopics entry names.
@@ -564,5 +713,169 @@ mod tests {
         let (_, second) = allocate_producer_ids(&image, NodeId(1));
         assert_eq!(first, ProducerId(0));
         assert_eq!(second, ProducerId(PRODUCER_ID_BLOCK_SIZE));
+    }
+
+    #[test]
+    fn incremental_config_changes_follow_kafka_rules() {
+        let image = image_with_brokers(1);
+        let (records, _) = create_topic(&image, &new_topic("t", 1, 1), DEFAULTS).unwrap();
+        let image = apply(&image, &records);
+        let topic = ConfigResource::Topic("t".into());
+        let set = |name: &str, value: &str| (name.to_string(), ConfigOp::Set(value.into()));
+
+        let records = alter_configs(
+            &image,
+            &topic,
+            &[set("retention.ms", "1000"), set("cleanup.policy", "delete")],
+            false,
+        )
+        .unwrap();
+        assert_eq!(records.len(), 2);
+        let image = apply(&image, &records);
+        assert_eq!(
+            image
+                .configs(&topic)
+                .unwrap()
+                .get("retention.ms")
+                .map(String::as_str),
+            Some("1000")
+        );
+
+        // APPEND adds to the list, SUBTRACT removes; both only for list configs.
+        let append = (
+            "cleanup.policy".to_string(),
+            ConfigOp::Append("compact".into()),
+        );
+        let image = apply(
+            &image,
+            &alter_configs(&image, &topic, &[append], false).unwrap(),
+        );
+        assert_eq!(
+            image
+                .configs(&topic)
+                .unwrap()
+                .get("cleanup.policy")
+                .map(String::as_str),
+            Some("delete,compact")
+        );
+        let subtract = (
+            "cleanup.policy".to_string(),
+            ConfigOp::Subtract("delete".into()),
+        );
+        let image = apply(
+            &image,
+            &alter_configs(&image, &topic, &[subtract], false).unwrap(),
+        );
+        assert_eq!(
+            image
+                .configs(&topic)
+                .unwrap()
+                .get("cleanup.policy")
+                .map(String::as_str),
+            Some("compact")
+        );
+        let not_a_list = ("retention.ms".to_string(), ConfigOp::Append("5".into()));
+        assert!(matches!(
+            alter_configs(&image, &topic, &[not_a_list], false),
+            Err(ControllerError::InvalidConfig(_))
+        ));
+
+        // DELETE removes the dynamic value; a no-op change writes nothing.
+        let delete = ("retention.ms".to_string(), ConfigOp::Delete);
+        let records = alter_configs(&image, &topic, std::slice::from_ref(&delete), false).unwrap();
+        assert_eq!(
+            records,
+            vec![MetadataRecord::Config {
+                resource: topic.clone(),
+                name: "retention.ms".into(),
+                value: None
+            }]
+        );
+        let image = apply(&image, &records);
+        assert!(
+            alter_configs(&image, &topic, &[delete], false)
+                .unwrap()
+                .is_empty()
+        );
+
+        // Legacy AlterConfigs replaces the whole set.
+        let records = alter_configs(&image, &topic, &[set("segment.ms", "60000")], true).unwrap();
+        let image = apply(&image, &records);
+        let configs = image.configs(&topic).cloned().unwrap_or_default();
+        assert_eq!(configs.len(), 1, "{configs:?}");
+
+        // Errors.
+        assert!(matches!(
+            alter_configs(&image, &topic, &[set("no.such", "1")], false),
+            Err(ControllerError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            alter_configs(&image, &topic, &[set("retention.ms", "soon")], false),
+            Err(ControllerError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            alter_configs(
+                &image,
+                &topic,
+                &[set("retention.ms", "1"), set("retention.ms", "2")],
+                false
+            ),
+            Err(ControllerError::InvalidRequest { .. })
+        ));
+        assert!(matches!(
+            alter_configs(
+                &image,
+                &ConfigResource::Topic("missing".into()),
+                &[set("retention.ms", "1")],
+                false
+            ),
+            Err(ControllerError::UnknownTopic { .. })
+        ));
+    }
+
+    #[test]
+    fn broker_configs_change_only_when_dynamic() {
+        let image = image_with_brokers(1);
+        let set = |name: &str, value: &str| (name.to_string(), ConfigOp::Set(value.into()));
+        let records = alter_configs(
+            &image,
+            &ConfigResource::BrokerDefault,
+            &[set("log.retention.ms", "60000")],
+            false,
+        )
+        .unwrap();
+        assert_eq!(records.len(), 1);
+        assert!(
+            alter_configs(
+                &image,
+                &ConfigResource::Broker(NodeId(1)),
+                &[set("log.segment.bytes", "1048576")],
+                false
+            )
+            .is_ok()
+        );
+        match alter_configs(
+            &image,
+            &ConfigResource::Broker(NodeId(1)),
+            &[set("log.dirs", "/elsewhere"), set("log.retention.ms", "1")],
+            false,
+        ) {
+            Err(ControllerError::InvalidRequest { reason }) => {
+                assert_eq!(
+                    reason,
+                    "Cannot update these configs dynamically: Set(log.dirs)"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            alter_configs(
+                &image,
+                &ConfigResource::Broker(NodeId(7)),
+                &[set("log.retention.ms", "1")],
+                false
+            ),
+            Err(ControllerError::InvalidRequest { .. })
+        ));
     }
 }

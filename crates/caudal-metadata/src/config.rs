@@ -351,7 +351,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Some("1"),
         Validator::AtLeast(1),
         [],
-        false,
+        true,
         "Default partitions for auto-created topics."
     ),
     def!(
@@ -360,7 +360,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Some("1"),
         Validator::AtLeast(1),
         [],
-        false,
+        true,
         "Default replication factor for auto-created topics."
     ),
     def!(
@@ -387,7 +387,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Some("2147483647"),
         Validator::AtLeast(0),
         [],
-        false,
+        true,
         "Maximum client connections."
     ),
     def!(
@@ -405,7 +405,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Some("57671680"),
         Validator::AtLeast(1024),
         [],
-        false,
+        true,
         "Largest fetch response; a connection holds at most two such responses unwritten."
     ),
     def!(
@@ -756,7 +756,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Some("true"),
         Validator::Any,
         [],
-        false,
+        true,
         "Acknowledge acks=all produces only after fsync (Caudal's durable default). false = Kafka's page-cache behaviour."
     ),
 ];
@@ -924,11 +924,48 @@ pub struct ResolvedConfig {
     pub synonyms: Vec<ConfigSynonym>,
 }
 
-/// Resolves every topic config: the topic's own value, then the static broker synonyms, then the
-/// default.
+/// The broker-level config layers, most specific first: dynamic values for this broker, dynamic
+/// cluster-wide defaults (both from the metadata log, changed with AlterConfigs), and the static
+/// values the broker started with.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerLayers<'a> {
+    pub dynamic_broker: Option<&'a BTreeMap<String, String>>,
+    pub dynamic_default: Option<&'a BTreeMap<String, String>>,
+    pub static_broker: &'a BTreeMap<String, String>,
+}
+
+impl<'a> BrokerLayers<'a> {
+    /// Only static values (no dynamic configs).
+    pub fn static_only(static_broker: &'a BTreeMap<String, String>) -> Self {
+        BrokerLayers {
+            dynamic_broker: None,
+            dynamic_default: None,
+            static_broker,
+        }
+    }
+
+    /// Every value set for broker config `name`, most specific first.
+    fn values(&self, name: &str) -> Vec<(String, ConfigSource)> {
+        [
+            (self.dynamic_broker, ConfigSource::DynamicBroker),
+            (self.dynamic_default, ConfigSource::DynamicDefaultBroker),
+            (Some(self.static_broker), ConfigSource::StaticBroker),
+        ]
+        .into_iter()
+        .filter_map(|(layer, source)| {
+            layer
+                .and_then(|values| values.get(name))
+                .map(|value| (value.clone(), source))
+        })
+        .collect()
+    }
+}
+
+/// Resolves every topic config: the topic's own value, then each broker synonym through the
+/// broker layers (dynamic broker, dynamic default, static), then the default.
 pub fn resolve_topic_configs(
     topic: Option<&BTreeMap<String, String>>,
-    static_broker: &BTreeMap<String, String>,
+    broker: BrokerLayers<'_>,
 ) -> Vec<ResolvedConfig> {
     TOPIC_CONFIGS
         .iter()
@@ -942,11 +979,11 @@ pub fn resolve_topic_configs(
                 });
             }
             for synonym in def.broker_synonyms {
-                if let Some(value) = static_broker.get(*synonym) {
+                for (value, source) in broker.values(synonym) {
                     synonyms.push(ConfigSynonym {
                         name: synonym.to_string(),
-                        value: ConfigDef::from_synonym(synonym, value),
-                        source: ConfigSource::StaticBroker,
+                        value: ConfigDef::from_synonym(synonym, &value),
+                        source,
                     });
                 }
             }
@@ -967,24 +1004,31 @@ pub fn resolve_topic_configs(
         .collect()
 }
 
-/// Resolves every broker config: the static value if set, else the default.
-pub fn resolve_broker_configs(static_broker: &BTreeMap<String, String>) -> Vec<ResolvedConfig> {
+/// Resolves every broker config through the broker layers, then the default.
+pub fn resolve_broker_configs(broker: BrokerLayers<'_>) -> Vec<ResolvedConfig> {
     BROKER_CONFIGS
         .iter()
         .map(|def| {
-            let (value, source) = match static_broker.get(def.name) {
-                Some(value) => (Some(value.clone()), ConfigSource::StaticBroker),
-                None => (def.default.map(str::to_string), ConfigSource::Default),
-            };
+            let mut synonyms: Vec<ConfigSynonym> = broker
+                .values(def.name)
+                .into_iter()
+                .map(|(value, source)| ConfigSynonym {
+                    name: def.name.to_string(),
+                    value: Some(value),
+                    source,
+                })
+                .collect();
+            synonyms.push(ConfigSynonym {
+                name: def.name.to_string(),
+                value: def.default.map(str::to_string),
+                source: ConfigSource::Default,
+            });
+            let effective = synonyms[0].clone();
             ResolvedConfig {
                 def,
-                value: value.clone(),
-                source,
-                synonyms: vec![ConfigSynonym {
-                    name: def.name.to_string(),
-                    value,
-                    source,
-                }],
+                value: effective.value,
+                source: effective.source,
+                synonyms,
             }
         })
         .collect()
@@ -1031,7 +1075,7 @@ mod tests {
         broker.insert("log.segment.bytes".to_string(), "1048576".to_string());
         let mut topic = BTreeMap::new();
         topic.insert("segment.bytes".to_string(), "2048".to_string());
-        let resolved = resolve_topic_configs(Some(&topic), &broker);
+        let resolved = resolve_topic_configs(Some(&topic), BrokerLayers::static_only(&broker));
         let get = |name: &str| {
             resolved
                 .iter()
@@ -1044,5 +1088,55 @@ mod tests {
         assert_eq!(get("segment.bytes").source, ConfigSource::DynamicTopic);
         assert_eq!(get("segment.bytes").synonyms.len(), 3);
         assert_eq!(get("cleanup.policy").source, ConfigSource::Default);
+    }
+
+    #[test]
+    fn dynamic_broker_layers_win_over_static_values_synonym_by_synonym() {
+        let mut static_broker = BTreeMap::new();
+        static_broker.insert("log.retention.hours".to_string(), "2".to_string());
+        static_broker.insert("log.segment.bytes".to_string(), "1048576".to_string());
+        static_broker.insert("message.max.bytes".to_string(), "2000".to_string());
+        let mut dynamic_default = BTreeMap::new();
+        dynamic_default.insert("log.retention.ms".to_string(), "5000".to_string());
+        dynamic_default.insert("log.segment.bytes".to_string(), "4096".to_string());
+        let mut dynamic_broker = BTreeMap::new();
+        dynamic_broker.insert("log.segment.bytes".to_string(), "8192".to_string());
+        let layers = BrokerLayers {
+            dynamic_broker: Some(&dynamic_broker),
+            dynamic_default: Some(&dynamic_default),
+            static_broker: &static_broker,
+        };
+        let topic = resolve_topic_configs(None, layers);
+        let get = |name: &str| topic.iter().find(|c| c.def.name == name).unwrap().clone();
+        let retention = get("retention.ms");
+        assert_eq!(retention.value.as_deref(), Some("5000"));
+        assert_eq!(retention.source, ConfigSource::DynamicDefaultBroker);
+        let segment = get("segment.bytes");
+        assert_eq!(segment.value.as_deref(), Some("8192"));
+        assert_eq!(
+            segment
+                .synonyms
+                .iter()
+                .map(|s| (s.value.clone().unwrap_or_default(), s.source))
+                .collect::<Vec<_>>(),
+            vec![
+                ("8192".to_string(), ConfigSource::DynamicBroker),
+                ("4096".to_string(), ConfigSource::DynamicDefaultBroker),
+                ("1048576".to_string(), ConfigSource::StaticBroker),
+                ("1073741824".to_string(), ConfigSource::Default),
+            ]
+        );
+        let broker = resolve_broker_configs(layers);
+        let segment = broker
+            .iter()
+            .find(|c| c.def.name == "log.segment.bytes")
+            .unwrap();
+        assert_eq!(segment.source, ConfigSource::DynamicBroker);
+        let max = broker
+            .iter()
+            .find(|c| c.def.name == "message.max.bytes")
+            .unwrap();
+        assert_eq!(max.value.as_deref(), Some("2000"));
+        assert_eq!(max.source, ConfigSource::StaticBroker);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use caudal_controller::controller::NodeRegistration;
 use caudal_controller::decisions::{NewTopic, TopicDefaults, allocate_producer_ids, create_topic};
 use caudal_controller::{Controller, ControllerError};
-use caudal_metadata::config::{ResolvedConfig, resolve_topic_configs};
+use caudal_metadata::config::{BrokerLayers, ResolvedConfig, resolve_topic_configs};
 use caudal_metadata::{ConfigResource, MetadataImage};
 use caudal_model::{ProducerId, TimestampMs, TopicPartition};
 use caudal_storage::{LogManager, StorageError};
@@ -152,8 +152,18 @@ impl Broker {
     pub fn topic_configs(&self, image: &MetadataImage, topic: &str) -> Vec<ResolvedConfig> {
         resolve_topic_configs(
             image.configs(&ConfigResource::Topic(topic.to_string())),
-            &self.config.values,
+            self.broker_layers(image),
         )
+    }
+
+    /// This broker's config layers: its dynamic configs and the dynamic cluster defaults from the
+    /// metadata image, then the static values it started with.
+    pub fn broker_layers<'a>(&'a self, image: &'a MetadataImage) -> BrokerLayers<'a> {
+        BrokerLayers {
+            dynamic_broker: image.configs(&ConfigResource::Broker(self.config.node_id)),
+            dynamic_default: image.configs(&ConfigResource::BrokerDefault),
+            static_broker: &self.config.values,
+        }
     }
 
     /// Makes the hosted partitions match the metadata image: opens or creates logs for partitions

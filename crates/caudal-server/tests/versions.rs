@@ -275,6 +275,31 @@ fn sample(
                         ]),
                 ]),
         ),
+        ApiKey::AlterConfigs => {
+            RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configs(vec![
+                        alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.ms"))
+                            .with_value(Some(StrBytes::from_static_str("86400000"))),
+                    ]),
+            ]))
+        }
+        ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.ms"))
+                            .with_config_operation(0)
+                            .with_value(Some(StrBytes::from_static_str("86400000"))),
+                    ]),
+            ]),
+        ),
         other => panic!("no sample request for {other:?}; add one for the new API"),
     }
 }
@@ -381,6 +406,12 @@ fn first_error(response: &ResponseKind) -> i16 {
                 )
                 .collect(),
         ),
+        ResponseKind::AlterConfigs(response) => {
+            first(response.responses.iter().map(|r| r.error_code).collect())
+        }
+        ResponseKind::IncrementalAlterConfigs(response) => {
+            first(response.responses.iter().map(|r| r.error_code).collect())
+        }
         other => panic!("no error check for {other:?}"),
     }
 }

@@ -57,7 +57,7 @@ pub fn handle(
                     RESOURCE_BROKER => {
                         let own_id = broker.config.node_id.to_string();
                         if name.is_empty() || name == own_id {
-                            Ok(resolve_broker_configs(&broker.config.values)
+                            Ok(resolve_broker_configs(broker.broker_layers(&image))
                                 .into_iter()
                                 .map(|config| {
                                     let read_only = config.def.read_only;

@@ -1,6 +1,7 @@
 //! One module per Kafka API. Each declares the versions it serves (`VERSIONS`); [`SUPPORTED_APIS`]
 //! collects them and is the single source of the ApiVersions response and of version checks.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -11,6 +12,7 @@ pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -63,6 +65,8 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     list_groups::VERSIONS,
     delete_groups::VERSIONS,
     offset_delete::VERSIONS,
+    alter_configs::VERSIONS,
+    incremental_alter_configs::VERSIONS,
 ];
 
 fn supported(api_key: ApiKey) -> Option<&'static ApiVersionRange> {
@@ -199,6 +203,12 @@ fn dispatch(broker: &Arc<Broker>, request: DecodedRequest, peer: SocketAddr) -> 
             version,
             correlation_id,
         )),
+        RequestKind::AlterConfigs(body) => {
+            later(async move { alter_configs::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::IncrementalAlterConfigs(body) => later(async move {
+            incremental_alter_configs::handle(broker, body, version, correlation_id).await
+        }),
         RequestKind::FindCoordinator(body) => {
             later(
                 async move { find_coordinator::handle(broker, body, version, correlation_id).await },
