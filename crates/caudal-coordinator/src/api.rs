@@ -106,7 +106,8 @@ pub struct JoinGroupResponse {
 }
 
 impl JoinGroupResponse {
-    pub(crate) fn error(error: ErrorCode, member_id: &str) -> Self {
+    /// A JoinGroup answered with `error` alone.
+    pub fn error(error: ErrorCode, member_id: &str) -> Self {
         JoinGroupResponse {
             error,
             generation_id: GenerationId::NONE,

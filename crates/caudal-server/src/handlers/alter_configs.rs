@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use caudal_controller::decisions::ConfigOp;
 use caudal_protocol::api::ApiVersionRange;
-use caudal_protocol::{ApiKey, ErrorCode, ResponseKind};
+use caudal_protocol::{ApiKey, ResponseKind};
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
-use super::incremental_alter_configs::{apply, duplicates, resource};
-use super::{encode, text};
+use super::encode;
+use super::incremental_alter_configs::{Changes, apply_all, error_fields};
 use crate::broker::Broker;
 use crate::connection::Outcome;
 
@@ -22,47 +22,40 @@ pub async fn handle(
     version: i16,
     correlation_id: i32,
 ) -> Outcome {
-    let keys: Vec<(i8, String)> = request
+    let entries = request
         .resources
         .iter()
-        .map(|resource| (resource.resource_type, resource.resource_name.to_string()))
-        .collect();
-    let duplicated = duplicates(&keys);
-    let mut responses = Vec::with_capacity(request.resources.len());
-    for (entry, duplicate) in request.resources.into_iter().zip(duplicated) {
-        let name = entry.resource_name.to_string();
-        let outcome = if duplicate {
-            Err((
-                ErrorCode::InvalidRequest,
-                format!("Error due to duplicate resource {name}"),
-            ))
-        } else {
+        .map(|entry| {
             // A null value leaves the key out of the new set.
-            let changes: Vec<(String, ConfigOp)> = entry
+            let changes: Changes = Ok(entry
                 .configs
                 .iter()
                 .filter_map(|config| {
                     let value = config.value.as_ref()?;
                     Some((config.name.to_string(), ConfigOp::Set(value.to_string())))
                 })
-                .collect();
-            match resource(entry.resource_type, &name) {
-                Ok(resource) => {
-                    apply(&broker, resource, changes, true, request.validate_only).await
-                }
-                Err(error) => Err(error),
-            }
-        };
-        let response = AlterConfigsResourceResponse::default()
-            .with_resource_type(entry.resource_type)
-            .with_resource_name(entry.resource_name);
-        responses.push(match outcome {
-            Ok(()) => response.with_error_code(0),
-            Err((error, message)) => response
-                .with_error_code(error.code())
-                .with_error_message(Some(text(message))),
-        });
-    }
+                .collect());
+            (
+                entry.resource_type,
+                entry.resource_name.to_string(),
+                changes,
+            )
+        })
+        .collect();
+    let outcomes = apply_all(&broker, entries, true, request.validate_only).await;
+    let responses = request
+        .resources
+        .into_iter()
+        .zip(outcomes)
+        .map(|(entry, outcome)| {
+            let (error_code, error_message) = error_fields(outcome);
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(entry.resource_type)
+                .with_resource_name(entry.resource_name)
+                .with_error_code(error_code)
+                .with_error_message(error_message)
+        })
+        .collect();
     encode(
         correlation_id,
         ApiKey::AlterConfigs,

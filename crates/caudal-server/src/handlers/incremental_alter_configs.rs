@@ -11,8 +11,10 @@ use caudal_metadata::ConfigResource;
 use caudal_model::NodeId;
 use caudal_protocol::api::ApiVersionRange;
 use caudal_protocol::{ApiKey, ErrorCode, ResponseKind};
+use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::{encode, text};
 use crate::broker::Broker;
@@ -45,8 +47,42 @@ pub fn resource(resource_type: i8, name: &str) -> Result<ConfigResource, (ErrorC
     }
 }
 
-/// Decides (and unless `validate_only`, writes) one resource's changes.
-pub async fn apply(
+/// The changes a request asks of one resource, or the error that resource gets.
+pub type Changes = Result<Vec<(String, ConfigOp)>, (ErrorCode, String)>;
+
+/// Decides (and unless `validate_only`, writes) each resource's changes, in order. A resource named
+/// twice in one request gets INVALID_REQUEST, as in Kafka.
+pub async fn apply_all(
+    broker: &Arc<Broker>,
+    entries: Vec<(i8, String, Changes)>,
+    replace_all: bool,
+    validate_only: bool,
+) -> Vec<Result<(), (ErrorCode, String)>> {
+    let mut counts: HashMap<(i8, String), usize> = HashMap::new();
+    for (resource_type, name, _) in &entries {
+        *counts.entry((*resource_type, name.clone())).or_default() += 1;
+    }
+    let mut outcomes = Vec::with_capacity(entries.len());
+    for (resource_type, name, changes) in entries {
+        if counts[&(resource_type, name.clone())] > 1 {
+            outcomes.push(Err((
+                ErrorCode::InvalidRequest,
+                format!("Error due to duplicate resource {name}"),
+            )));
+            continue;
+        }
+        let outcome = match (resource(resource_type, &name), changes) {
+            (Ok(resource), Ok(changes)) => {
+                apply(broker, resource, changes, replace_all, validate_only).await
+            }
+            (Err(error), _) | (_, Err(error)) => Err(error),
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+async fn apply(
     broker: &Arc<Broker>,
     resource: ConfigResource,
     changes: Vec<(String, ConfigOp)>,
@@ -69,13 +105,12 @@ pub async fn apply(
         .map_err(failed)
 }
 
-/// Indexes of resources named more than once: Kafka answers each INVALID_REQUEST.
-pub fn duplicates(keys: &[(i8, String)]) -> Vec<bool> {
-    let mut counts: HashMap<&(i8, String), usize> = HashMap::new();
-    for key in keys {
-        *counts.entry(key).or_default() += 1;
+/// An outcome as response fields: (error code, error message).
+pub fn error_fields(outcome: Result<(), (ErrorCode, String)>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err((error, message)) => (error.code(), Some(text(message))),
     }
-    keys.iter().map(|key| counts[key] > 1).collect()
 }
 
 pub async fn handle(
@@ -84,68 +119,32 @@ pub async fn handle(
     version: i16,
     correlation_id: i32,
 ) -> Outcome {
-    let keys: Vec<(i8, String)> = request
+    let entries = request
         .resources
         .iter()
-        .map(|resource| (resource.resource_type, resource.resource_name.to_string()))
+        .map(|entry| {
+            let changes: Changes = entry.configs.iter().map(change).collect();
+            (
+                entry.resource_type,
+                entry.resource_name.to_string(),
+                changes,
+            )
+        })
         .collect();
-    let duplicated = duplicates(&keys);
-    let mut responses = Vec::with_capacity(request.resources.len());
-    for (entry, duplicate) in request.resources.into_iter().zip(duplicated) {
-        let name = entry.resource_name.to_string();
-        let outcome = if duplicate {
-            Err((
-                ErrorCode::InvalidRequest,
-                format!("Error due to duplicate resource {name}"),
-            ))
-        } else {
-            let changes: Result<Vec<(String, ConfigOp)>, (ErrorCode, String)> = entry
-                .configs
-                .iter()
-                .map(|config| {
-                    let value = config
-                        .value
-                        .as_ref()
-                        .map(|value| value.to_string())
-                        .unwrap_or_default();
-                    let op = match config.config_operation {
-                        0 => ConfigOp::Set(value),
-                        1 => ConfigOp::Delete,
-                        2 => ConfigOp::Append(value),
-                        3 => ConfigOp::Subtract(value),
-                        other => {
-                            return Err((
-                                ErrorCode::InvalidRequest,
-                                format!("Unknown config operation {other}"),
-                            ));
-                        }
-                    };
-                    if config.value.is_none() && !matches!(op, ConfigOp::Delete) {
-                        return Err((
-                            ErrorCode::InvalidRequest,
-                            format!("Null value not supported for: {}", config.name.as_str()),
-                        ));
-                    }
-                    Ok((config.name.to_string(), op))
-                })
-                .collect();
-            match (resource(entry.resource_type, &name), changes) {
-                (Ok(resource), Ok(changes)) => {
-                    apply(&broker, resource, changes, false, request.validate_only).await
-                }
-                (Err(error), _) | (_, Err(error)) => Err(error),
-            }
-        };
-        let response = AlterConfigsResourceResponse::default()
-            .with_resource_type(entry.resource_type)
-            .with_resource_name(entry.resource_name);
-        responses.push(match outcome {
-            Ok(()) => response.with_error_code(0),
-            Err((error, message)) => response
-                .with_error_code(error.code())
-                .with_error_message(Some(text(message))),
-        });
-    }
+    let outcomes = apply_all(&broker, entries, false, request.validate_only).await;
+    let responses = request
+        .resources
+        .into_iter()
+        .zip(outcomes)
+        .map(|(entry, outcome)| {
+            let (error_code, error_message) = error_fields(outcome);
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(entry.resource_type)
+                .with_resource_name(entry.resource_name)
+                .with_error_code(error_code)
+                .with_error_message(error_message)
+        })
+        .collect();
     encode(
         correlation_id,
         ApiKey::IncrementalAlterConfigs,
@@ -154,4 +153,31 @@ pub async fn handle(
             IncrementalAlterConfigsResponse::default().with_responses(responses),
         ),
     )
+}
+
+fn change(config: &AlterableConfig) -> Result<(String, ConfigOp), (ErrorCode, String)> {
+    let value = config
+        .value
+        .as_ref()
+        .map(|value| value.to_string())
+        .unwrap_or_default();
+    let op = match config.config_operation {
+        0 => ConfigOp::Set(value),
+        1 => ConfigOp::Delete,
+        2 => ConfigOp::Append(value),
+        3 => ConfigOp::Subtract(value),
+        other => {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!("Unknown config operation {other}"),
+            ));
+        }
+    };
+    if config.value.is_none() && op != ConfigOp::Delete {
+        return Err((
+            ErrorCode::InvalidRequest,
+            format!("Null value not supported for: {}", config.name.as_str()),
+        ));
+    }
+    Ok((config.name.to_string(), op))
 }

@@ -62,9 +62,9 @@ pub async fn handle(
                 ?other,
                 "group coordinator answered JoinGroup with another response"
             );
-            error_response(GroupError::UnknownServerError, &member_id)
+            JoinGroupResponse::error(GroupError::UnknownServerError, &member_id)
         }
-        Err(error) => error_response(error, &member_id),
+        Err(error) => JoinGroupResponse::error(error, &member_id),
     };
     encode(
         correlation_id,
@@ -72,19 +72,6 @@ pub async fn handle(
         version,
         ResponseKind::JoinGroup(to_wire(response, version)),
     )
-}
-
-fn error_response(error: GroupError, member_id: &str) -> JoinGroupResponse {
-    JoinGroupResponse {
-        error,
-        generation_id: caudal_coordinator::GenerationId::NONE,
-        protocol_type: None,
-        protocol_name: None,
-        leader: String::new(),
-        skip_assignment: false,
-        member_id: member_id.to_owned(),
-        members: Vec::new(),
-    }
 }
 
 fn to_wire(response: JoinGroupResponse, version: i16) -> WireResponse {

@@ -34,17 +34,7 @@ pub async fn handle(
             let topics: TopicList = group.topics.as_ref().map(|topics| {
                 topics
                     .iter()
-                    .map(|topic| {
-                        (
-                            topic.name.0.to_string(),
-                            topic
-                                .partition_indexes
-                                .iter()
-                                .copied()
-                                .map(PartitionIndex)
-                                .collect(),
-                        )
-                    })
+                    .map(|topic| topic_entry(&topic.name, &topic.partition_indexes))
                     .collect()
             });
             let fetched = fetch(&broker, &group.group_id.0, topics, request.require_stable).await;
@@ -86,17 +76,7 @@ pub async fn handle(
         let topics: TopicList = request.topics.as_ref().map(|topics| {
             topics
                 .iter()
-                .map(|topic| {
-                    (
-                        topic.name.0.to_string(),
-                        topic
-                            .partition_indexes
-                            .iter()
-                            .copied()
-                            .map(PartitionIndex)
-                            .collect(),
-                    )
-                })
+                .map(|topic| topic_entry(&topic.name, &topic.partition_indexes))
                 .collect()
         });
         let mut fetched = fetch(
@@ -162,6 +142,13 @@ pub async fn handle(
         ApiKey::OffsetFetch,
         version,
         ResponseKind::OffsetFetch(response),
+    )
+}
+
+fn topic_entry(name: &TopicName, partitions: &[i32]) -> (String, Vec<PartitionIndex>) {
+    (
+        name.0.to_string(),
+        partitions.iter().copied().map(PartitionIndex).collect(),
     )
 }
 
