@@ -148,3 +148,33 @@ def test_legacy_alter_configs_with_kafka_python(broker_factory):
     assert configs["segment.ms"].source == DYNAMIC_TOPIC_CONFIG
     assert configs["retention.ms"].value == "600000"
     assert configs["retention.ms"].source == DYNAMIC_TOPIC_CONFIG
+
+
+def test_describe_log_dirs_reports_partition_sizes(broker_factory):
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient
+
+    b = broker_factory()
+    topic = unique_topic("sizes")
+    create_topic(b.bootstrap, topic, 2)
+    producer = KafkaProducer(bootstrap_servers=b.bootstrap)
+    for i in range(50):
+        producer.send(topic, b"x" * 200, partition=0)
+    producer.flush()
+    producer.close()
+    admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    try:
+        (described,) = admin.describe_log_dirs()
+    finally:
+        admin.close()
+    (log_dir,) = described["log_dirs"]
+    assert log_dir["error_code"] == 0
+    assert log_dir["total_bytes"] >= log_dir["usable_bytes"] > 0
+    sizes = {
+        p["partition_index"]: p["partition_size"]
+        for t in log_dir["topics"]
+        if t["name"] == topic
+        for p in t["partitions"]
+    }
+    assert sizes[1] == 0, sizes
+    assert sizes[0] > 50 * 200, sizes

@@ -300,6 +300,13 @@ fn sample(
                     ]),
             ]),
         ),
+        ApiKey::DescribeLogDirs => {
+            RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(name("t"))
+                    .with_partitions(vec![0]),
+            ])))
+        }
         other => panic!("no sample request for {other:?}; add one for the new API"),
     }
 }
@@ -412,6 +419,11 @@ fn first_error(response: &ResponseKind) -> i16 {
         ResponseKind::IncrementalAlterConfigs(response) => {
             first(response.responses.iter().map(|r| r.error_code).collect())
         }
+        ResponseKind::DescribeLogDirs(response) => first(
+            std::iter::once(response.error_code)
+                .chain(response.results.iter().map(|r| r.error_code))
+                .collect(),
+        ),
         other => panic!("no error check for {other:?}"),
     }
 }

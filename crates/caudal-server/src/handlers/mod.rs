@@ -9,6 +9,7 @@ pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -67,6 +68,7 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     offset_delete::VERSIONS,
     alter_configs::VERSIONS,
     incremental_alter_configs::VERSIONS,
+    describe_log_dirs::VERSIONS,
 ];
 
 fn supported(api_key: ApiKey) -> Option<&'static ApiVersionRange> {
@@ -198,6 +200,12 @@ fn dispatch(broker: &Arc<Broker>, request: DecodedRequest, peer: SocketAddr) -> 
             )
         }
         RequestKind::OffsetForLeaderEpoch(body) => ready(offset_for_leader_epoch::handle(
+            &broker,
+            &body,
+            version,
+            correlation_id,
+        )),
+        RequestKind::DescribeLogDirs(body) => ready(describe_log_dirs::handle(
             &broker,
             &body,
             version,
