@@ -475,6 +475,7 @@ mod tests {
                 source: ConfigSource::DynamicTopicConfig,
                 read_only: false,
                 is_sensitive: false,
+                synonyms: vec![],
             },
             ConfigEntry {
                 name: "segment.bytes".into(),
@@ -482,6 +483,7 @@ mod tests {
                 source: ConfigSource::DefaultConfig,
                 read_only: false,
                 is_sensitive: false,
+                synonyms: vec![],
             },
         ]);
         let text = render_description(&topic, Some(&offsets), &configs, false);

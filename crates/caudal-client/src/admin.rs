@@ -1,22 +1,32 @@
-//! Admin requests: create and delete topics, add partitions, describe configs, InitProducerId.
+//! Admin requests: create and delete topics, add partitions, describe and alter configs, delete
+//! records, InitProducerId.
 //!
 //! Admin requests go to the controller when Metadata names one (older Kafka brokers only accept
 //! them there; newer ones forward), and are retried once against fresh metadata on
-//! `NOT_CONTROLLER`.
+//! `NOT_CONTROLLER`. Configs of one broker are described and altered on that broker, as Kafka's
+//! Admin client does; DeleteRecords goes to each partition's leader.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use caudal_model::{NodeId, ProducerEpoch, ProducerId};
+use caudal_model::{NodeId, Offset, PartitionIndex, ProducerEpoch, ProducerId};
 use caudal_protocol::ErrorCode;
 use caudal_protocol::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use caudal_protocol::kafka_protocol::messages::create_topics_request::{
     CreatableTopic, CreatableTopicConfig,
 };
+use caudal_protocol::kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use caudal_protocol::kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use caudal_protocol::kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use caudal_protocol::kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use caudal_protocol::kafka_protocol::messages::{
-    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, InitProducerIdRequest, TopicName,
+    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, TopicName,
 };
 use caudal_protocol::kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -115,6 +125,16 @@ impl ConfigSource {
     }
 }
 
+/// One link of a config's synonym chain (DescribeConfigs v1+ with `include_synonyms`): where the
+/// effective value could come from, most specific first — the topic's own value, then per broker
+/// config name the value set for this broker, for every broker, at startup, and the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSynonym {
+    pub name: String,
+    pub value: Option<String>,
+    pub source: ConfigSource,
+}
+
 /// One config entry of a DescribeConfigs answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigEntry {
@@ -124,27 +144,44 @@ pub struct ConfigEntry {
     pub source: ConfigSource,
     pub read_only: bool,
     pub is_sensitive: bool,
+    /// The synonym chain; empty when the broker sent none.
+    pub synonyms: Vec<ConfigSynonym>,
 }
 
 impl ConfigEntry {
-    /// True when the value is set for this resource rather than inherited or defaulted.
+    /// True when the value is set for this topic rather than inherited or defaulted.
     pub fn is_override(&self) -> bool {
         matches!(self.source, ConfigSource::DynamicTopicConfig)
     }
+
+    /// The value this config has at `source` under its own name: the effective value when it
+    /// comes from there, else the synonym of the same name from there (a cluster-wide default
+    /// shadowed by a per-broker value is only in the chain). `None` when nothing is set there.
+    pub fn value_at(&self, source: ConfigSource) -> Option<Option<&str>> {
+        if self.source == source {
+            return Some(self.value.as_deref());
+        }
+        self.synonyms
+            .iter()
+            .find(|synonym| synonym.source == source && synonym.name == self.name)
+            .map(|synonym| synonym.value.as_deref())
+    }
 }
 
-/// What DescribeConfigs describes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A resource with configs: a topic, one broker, or the default of every broker.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConfigResource {
     Topic(String),
     Broker(NodeId),
+    /// Broker configs set for every broker (Kafka: `--entity-default`, resource name `""`).
+    BrokerDefault,
 }
 
 impl ConfigResource {
     fn wire_type(&self) -> i8 {
         match self {
             ConfigResource::Topic(_) => 2,
-            ConfigResource::Broker(_) => 4,
+            ConfigResource::Broker(_) | ConfigResource::BrokerDefault => 4,
         }
     }
 
@@ -152,6 +189,74 @@ impl ConfigResource {
         match self {
             ConfigResource::Topic(name) => name.clone(),
             ConfigResource::Broker(node_id) => node_id.to_string(),
+            ConfigResource::BrokerDefault => String::new(),
+        }
+    }
+
+    /// The source a value set on this resource is reported with: what `kafka-configs.sh
+    /// --describe` lists for it without `--all`.
+    pub fn dynamic_source(&self) -> ConfigSource {
+        match self {
+            ConfigResource::Topic(_) => ConfigSource::DynamicTopicConfig,
+            ConfigResource::Broker(_) => ConfigSource::DynamicBrokerConfig,
+            ConfigResource::BrokerDefault => ConfigSource::DynamicDefaultBrokerConfig,
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigResource::Topic(name) => write!(f, "topic {name:?}"),
+            ConfigResource::Broker(node_id) => write!(f, "broker {node_id}"),
+            ConfigResource::BrokerDefault => f.write_str("the default of every broker"),
+        }
+    }
+}
+
+/// One IncrementalAlterConfigs operation on one config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlterConfigOp {
+    /// Sets the value on the resource.
+    Set(String),
+    /// Removes the resource's value, so the config falls back along its synonym chain.
+    Delete,
+    /// Adds comma-separated items to a list config (to the resource's value, or the default).
+    Append(String),
+    /// Removes comma-separated items from a list config.
+    Subtract(String),
+}
+
+impl AlterConfigOp {
+    /// `config_operation` and `value` on the wire.
+    fn wire(&self) -> (i8, Option<StrBytes>) {
+        match self {
+            AlterConfigOp::Set(value) => (0, Some(StrBytes::from_string(value.clone()))),
+            AlterConfigOp::Delete => (1, None),
+            AlterConfigOp::Append(value) => (2, Some(StrBytes::from_string(value.clone()))),
+            AlterConfigOp::Subtract(value) => (3, Some(StrBytes::from_string(value.clone()))),
+        }
+    }
+}
+
+/// Changes to the configs of one resource: `(config name, operation)` in order.
+pub type ConfigChanges = Vec<(String, AlterConfigOp)>;
+
+/// Where DeleteRecords moves a partition's log start offset to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteRecordsBefore {
+    /// Every record below this offset is deleted; beyond the high watermark is
+    /// `OFFSET_OUT_OF_RANGE`.
+    Offset(Offset),
+    /// Every record below the high watermark (offset `-1` on the wire).
+    HighWatermark,
+}
+
+impl DeleteRecordsBefore {
+    fn wire(self) -> i64 {
+        match self {
+            DeleteRecordsBefore::Offset(offset) => offset.0,
+            DeleteRecordsBefore::HighWatermark => -1,
         }
     }
 }
@@ -381,14 +486,15 @@ impl Client {
         )
     }
 
-    /// Describes the configs of a topic or broker: all of them, or only `keys`.
+    /// Describes the configs of a topic, a broker or the cluster-wide broker default: all of
+    /// them, or only `keys`, each with its synonym chain.
     pub async fn describe_configs(
         &self,
         resource: &ConfigResource,
         keys: Option<&[String]>,
     ) -> Result<Vec<ConfigEntry>, ClientError> {
         let request = DescribeConfigsRequest::default()
-            .with_include_synonyms(false)
+            .with_include_synonyms(true)
             .with_include_documentation(false)
             .with_resources(vec![
                 DescribeConfigsResource::default()
@@ -400,10 +506,12 @@ impl Client {
                             .collect()
                     })),
             ]);
-        // A broker's own configs come from that broker; a topic's from any.
+        // A broker's own configs come from that broker; a topic's and the default from any.
         let connection = match resource {
             ConfigResource::Broker(node_id) => self.connection(*node_id).await?,
-            ConfigResource::Topic(_) => self.any_connection().await?,
+            ConfigResource::Topic(_) | ConfigResource::BrokerDefault => {
+                self.any_connection().await?
+            }
         };
         let response = connection.request(&request).await?;
         let answer = response
@@ -419,10 +527,7 @@ impl Client {
             })?;
         check_code(
             answer.error_code,
-            || match resource {
-                ConfigResource::Topic(name) => format!("configs of topic {name:?}"),
-                ConfigResource::Broker(node_id) => format!("configs of broker {node_id}"),
-            },
+            || format!("configs of {resource}"),
             answer.error_message.as_ref(),
         )?;
         let version = connection.version(ApiKey::DescribeConfigs)?;
@@ -440,6 +545,267 @@ impl Client {
                 },
                 read_only: entry.read_only,
                 is_sensitive: entry.is_sensitive,
+                synonyms: entry
+                    .synonyms
+                    .iter()
+                    .map(|synonym| ConfigSynonym {
+                        name: synonym.name.to_string(),
+                        value: synonym.value.as_ref().map(|value| value.to_string()),
+                        source: ConfigSource::from_wire(synonym.source),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Changes configs with IncrementalAlterConfigs; one result per resource, in request order.
+    /// Each broker's own configs go to that broker (as Kafka's Admin client sends them), the rest
+    /// in one request to the controller. With `validate_only` the broker checks the changes and
+    /// writes nothing.
+    pub async fn incremental_alter_configs(
+        &self,
+        changes: &[(ConfigResource, ConfigChanges)],
+        validate_only: bool,
+    ) -> Result<Vec<(ConfigResource, Result<(), KafkaError>)>, ClientError> {
+        let mut routes: BTreeMap<Option<NodeId>, Vec<&(ConfigResource, ConfigChanges)>> =
+            BTreeMap::new();
+        for entry in changes {
+            let node = match &entry.0 {
+                ConfigResource::Broker(node_id) => Some(*node_id),
+                ConfigResource::Topic(_) | ConfigResource::BrokerDefault => None,
+            };
+            routes.entry(node).or_default().push(entry);
+        }
+        let mut answers = Vec::new();
+        for (node, entries) in routes {
+            let request = IncrementalAlterConfigsRequest::default()
+                .with_validate_only(validate_only)
+                .with_resources(
+                    entries
+                        .iter()
+                        .map(|(resource, changes)| {
+                            AlterConfigsResource::default()
+                                .with_resource_type(resource.wire_type())
+                                .with_resource_name(StrBytes::from_string(resource.wire_name()))
+                                .with_configs(
+                                    changes
+                                        .iter()
+                                        .map(|(name, op)| {
+                                            let (operation, value) = op.wire();
+                                            AlterableConfig::default()
+                                                .with_name(StrBytes::from_string(name.clone()))
+                                                .with_config_operation(operation)
+                                                .with_value(value)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                );
+            let response = match node {
+                Some(node_id) => self.connection(node_id).await?.request(&request).await?,
+                None => {
+                    self.on_controller(|connection| {
+                        let request = request.clone();
+                        async move { connection.request(&request).await }
+                    })
+                    .await?
+                }
+            };
+            answers.extend(response.responses);
+        }
+        if !validate_only {
+            self.forget_topics(changes.iter().filter_map(|(resource, _)| match resource {
+                ConfigResource::Topic(name) => Some(name.as_str()),
+                ConfigResource::Broker(_) | ConfigResource::BrokerDefault => None,
+            }));
+        }
+        Ok(changes
+            .iter()
+            .map(|(resource, _)| {
+                let answer = answers.iter().find(|answer| {
+                    answer.resource_type == resource.wire_type()
+                        && answer.resource_name.as_str() == resource.wire_name()
+                });
+                let result = match answer {
+                    None => Err(KafkaError::new(
+                        ErrorCode::UnknownServerError,
+                        format!("{resource}: no result in the IncrementalAlterConfigs response"),
+                    )),
+                    Some(answer) => match ErrorCode::try_from_code(answer.error_code) {
+                        Some(code) => Err(KafkaError::new(code, resource.to_string())
+                            .with_message(answer.error_message.as_ref().map(|m| m.to_string()))),
+                        None => Ok(()),
+                    },
+                };
+                (resource.clone(), result)
+            })
+            .collect())
+    }
+
+    /// Changes the configs of one resource: [`Client::incremental_alter_configs`].
+    pub async fn alter_config(
+        &self,
+        resource: &ConfigResource,
+        changes: ConfigChanges,
+        validate_only: bool,
+    ) -> Result<(), ClientError> {
+        let mut results = self
+            .incremental_alter_configs(&[(resource.clone(), changes)], validate_only)
+            .await?;
+        match results.pop() {
+            Some((_, result)) => result.map_err(ClientError::from),
+            None => Err(ClientError::Protocol {
+                broker: "controller".to_owned(),
+                reason: "empty IncrementalAlterConfigs response".to_owned(),
+            }),
+        }
+    }
+
+    /// Deletes the records of partitions of `topic` below the given offsets (DeleteRecords at
+    /// each partition's leader, as `kafka-delete-records.sh` does), so their log start offsets
+    /// move up. One result per partition: its new low watermark (the log start offset), or its
+    /// error. Leader changes are followed with bounded metadata refreshes; `timeout` is how long
+    /// a leader may wait for its followers to move their log start offsets too.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partitions: &[(PartitionIndex, DeleteRecordsBefore)],
+        timeout: Duration,
+    ) -> Result<BTreeMap<PartitionIndex, Result<Offset, ClientError>>, ClientError> {
+        let mut remaining: Vec<(PartitionIndex, DeleteRecordsBefore)> = partitions.to_vec();
+        let mut results = BTreeMap::new();
+        let mut attempt = 0;
+        loop {
+            let indexes: Vec<PartitionIndex> = remaining.iter().map(|(p, _)| *p).collect();
+            let (grouped, missing) = self.group_by_leader(topic, &indexes).await?;
+            let mut retry: Vec<(PartitionIndex, DeleteRecordsBefore, ClientError)> = Vec::new();
+            for (node_id, leads) in grouped {
+                let entries: Vec<(PartitionIndex, DeleteRecordsBefore)> = remaining
+                    .iter()
+                    .filter(|(p, _)| leads.contains(p))
+                    .copied()
+                    .collect();
+                match self
+                    .delete_records_on(node_id, topic, &entries, timeout)
+                    .await
+                {
+                    Ok(answers) => {
+                        for ((partition, before), result) in entries.into_iter().zip(answers) {
+                            match result {
+                                Err(error) if error.needs_metadata_refresh() => {
+                                    retry.push((partition, before, error));
+                                }
+                                other => {
+                                    results.insert(partition, other);
+                                }
+                            }
+                        }
+                    }
+                    Err(error) if error.needs_metadata_refresh() => {
+                        retry.extend(entries.into_iter().map(|(p, b)| (p, b, error.clone())));
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            let known = self.cached_topic(topic);
+            for partition in missing {
+                let before = remaining
+                    .iter()
+                    .find(|(p, _)| *p == partition)
+                    .map(|(_, before)| *before);
+                let Some(before) = before else { continue };
+                match &known {
+                    Some(info) if info.partition(partition).is_none() => {
+                        results.insert(
+                            partition,
+                            Err(KafkaError::new(
+                                ErrorCode::UnknownTopicOrPartition,
+                                format!(
+                                    "{topic}-{partition}: the topic has {} partitions",
+                                    info.partitions.len()
+                                ),
+                            )
+                            .into()),
+                        );
+                    }
+                    _ => retry.push((
+                        partition,
+                        before,
+                        ClientError::NoLeader {
+                            topic: topic.to_owned(),
+                            partition: partition.0,
+                            attempts: attempt,
+                        },
+                    )),
+                }
+            }
+            if retry.is_empty() {
+                return Ok(results);
+            }
+            if attempt >= self.config().metadata_refreshes_max {
+                for (partition, _, error) in retry {
+                    results.insert(partition, Err(error));
+                }
+                return Ok(results);
+            }
+            attempt += 1;
+            tokio::time::sleep(self.backoff(attempt)).await;
+            let _ = self.topic(topic).await;
+            remaining = retry
+                .into_iter()
+                .map(|(partition, before, _)| (partition, before))
+                .collect();
+        }
+    }
+
+    /// One DeleteRecords request to `node_id`; one result per entry, in order.
+    async fn delete_records_on(
+        &self,
+        node_id: NodeId,
+        topic: &str,
+        entries: &[(PartitionIndex, DeleteRecordsBefore)],
+        timeout: Duration,
+    ) -> Result<Vec<Result<Offset, ClientError>>, ClientError> {
+        let connection = self.connection(node_id).await?;
+        let request = DeleteRecordsRequest::default()
+            .with_timeout_ms(timeout_ms(timeout))
+            .with_topics(vec![
+                DeleteRecordsTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partitions(
+                        entries
+                            .iter()
+                            .map(|(partition, before)| {
+                                DeleteRecordsPartition::default()
+                                    .with_partition_index(partition.0)
+                                    .with_offset(before.wire())
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let response = connection.request(&request).await?;
+        Ok(entries
+            .iter()
+            .map(|(partition, _)| {
+                let answer = response
+                    .topics
+                    .iter()
+                    .filter(|answer| answer.name.0.as_str() == topic)
+                    .flat_map(|answer| answer.partitions.iter())
+                    .find(|answer| answer.partition_index == partition.0)
+                    .ok_or_else(|| ClientError::Protocol {
+                        broker: connection.broker().to_owned(),
+                        reason: format!(
+                            "no result for {topic}-{partition} in the DeleteRecords response"
+                        ),
+                    })?;
+                check_code(
+                    answer.error_code,
+                    || format!("DeleteRecords {topic}-{partition}"),
+                    None,
+                )?;
+                Ok(Offset(answer.low_watermark))
             })
             .collect())
     }
@@ -481,13 +847,20 @@ mod tests {
     use crate::testing::{FakeBroker, metadata_response};
     use caudal_protocol::RequestKind;
     use caudal_protocol::kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+    use caudal_protocol::kafka_protocol::messages::delete_records_response::{
+        DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+    };
     use caudal_protocol::kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
     use caudal_protocol::kafka_protocol::messages::describe_configs_response::{
-        DescribeConfigsResourceResult, DescribeConfigsResult,
+        DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
     };
+    use caudal_protocol::kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
     use caudal_protocol::kafka_protocol::messages::{
-        CreateTopicsResponse, DeleteTopicsResponse, DescribeConfigsResponse, ResponseKind,
+        CreateTopicsResponse, DeleteRecordsResponse, DeleteTopicsResponse, DescribeConfigsResponse,
+        IncrementalAlterConfigsResponse, ResponseKind,
     };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     async fn admin_broker() -> FakeBroker {
         let broker = FakeBroker::bind().await;
@@ -608,5 +981,352 @@ mod tests {
         assert!(configs[0].is_override());
         assert_eq!(configs[1].source, ConfigSource::DefaultConfig);
         assert_eq!(configs[1].source.name(), "DEFAULT_CONFIG");
+    }
+
+    /// Two brokers; node 1 is the controller. Each answers IncrementalAlterConfigs per resource:
+    /// a config named `no.such` gets INVALID_CONFIG with a message, anything else succeeds.
+    async fn two_brokers_for_configs() -> (FakeBroker, FakeBroker) {
+        let first = FakeBroker::bind().await;
+        let second = FakeBroker::bind().await;
+        let nodes = [first.node(1), second.node(2)];
+        for broker in [&first, &second] {
+            let nodes = nodes.clone();
+            broker.serve(move |request| match &request.body {
+                RequestKind::Metadata(_) => {
+                    Some(ResponseKind::Metadata(metadata_response(&nodes, &[])))
+                }
+                RequestKind::IncrementalAlterConfigs(alter) => {
+                    Some(ResponseKind::IncrementalAlterConfigs(
+                        IncrementalAlterConfigsResponse::default().with_responses(
+                            alter
+                                .resources
+                                .iter()
+                                .map(|resource| {
+                                    let unknown = resource
+                                        .configs
+                                        .iter()
+                                        .any(|config| config.name.as_str() == "no.such");
+                                    AlterConfigsResourceResponse::default()
+                                        .with_resource_type(resource.resource_type)
+                                        .with_resource_name(resource.resource_name.clone())
+                                        .with_error_code(if unknown { 40 } else { 0 })
+                                        .with_error_message(unknown.then(|| {
+                                            StrBytes::from_static_str("unknown config 'no.such'")
+                                        }))
+                                })
+                                .collect(),
+                        ),
+                    ))
+                }
+                _ => None,
+            });
+        }
+        (first, second)
+    }
+
+    fn alter_requests(broker: &FakeBroker) -> Vec<IncrementalAlterConfigsRequest> {
+        broker
+            .requests()
+            .into_iter()
+            .filter_map(|request| match request.body {
+                RequestKind::IncrementalAlterConfigs(alter) => Some(alter),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn alters_configs_on_the_right_broker_with_per_resource_errors() {
+        let (first, second) = two_brokers_for_configs().await;
+        let client = Client::connect(&[first.address()], ClientConfig::default())
+            .await
+            .unwrap();
+        let topic = ConfigResource::Topic("orders".into());
+        let changes = vec![
+            (
+                topic.clone(),
+                vec![
+                    ("retention.ms".to_owned(), AlterConfigOp::Set("1000".into())),
+                    ("segment.ms".to_owned(), AlterConfigOp::Delete),
+                    (
+                        "cleanup.policy".to_owned(),
+                        AlterConfigOp::Append("compact".into()),
+                    ),
+                    (
+                        "leader.replication.throttled.replicas".to_owned(),
+                        AlterConfigOp::Subtract("0:1".into()),
+                    ),
+                ],
+            ),
+            (
+                ConfigResource::Broker(NodeId(2)),
+                vec![(
+                    "log.retention.ms".to_owned(),
+                    AlterConfigOp::Set("5000".into()),
+                )],
+            ),
+            (
+                ConfigResource::BrokerDefault,
+                vec![("no.such".to_owned(), AlterConfigOp::Set("1".into()))],
+            ),
+        ];
+        let results = client
+            .incremental_alter_configs(&changes, true)
+            .await
+            .unwrap();
+        let resources: Vec<&ConfigResource> = results.iter().map(|(r, _)| r).collect();
+        assert_eq!(
+            resources,
+            [
+                &topic,
+                &ConfigResource::Broker(NodeId(2)),
+                &ConfigResource::BrokerDefault
+            ]
+        );
+        assert!(results[0].1.is_ok());
+        assert!(results[1].1.is_ok());
+        let error = results[2].1.clone().unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidConfig);
+        assert_eq!(
+            error.to_string(),
+            "INVALID_CONFIG (40): the default of every broker: unknown config 'no.such'"
+        );
+
+        // The topic and the default went to the controller in one request, broker 2's own
+        // configs to broker 2.
+        let to_controller = alter_requests(&first);
+        assert_eq!(to_controller.len(), 1);
+        let request = &to_controller[0];
+        assert!(request.validate_only);
+        let names: Vec<(i8, &str)> = request
+            .resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str()))
+            .collect();
+        assert_eq!(names, [(2, "orders"), (4, "")]);
+        let ops: Vec<(&str, i8, Option<&str>)> = request.resources[0]
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.config_operation,
+                    c.value.as_ref().map(|v| v.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("retention.ms", 0, Some("1000")),
+                ("segment.ms", 1, None),
+                ("cleanup.policy", 2, Some("compact")),
+                ("leader.replication.throttled.replicas", 3, Some("0:1")),
+            ]
+        );
+        let to_second = alter_requests(&second);
+        assert_eq!(to_second.len(), 1);
+        assert_eq!(to_second[0].resources[0].resource_name.as_str(), "2");
+
+        let error = client
+            .alter_config(
+                &topic,
+                vec![("no.such".to_owned(), AlterConfigOp::Delete)],
+                false,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error.kafka_code(), Some(ErrorCode::InvalidConfig));
+        assert!(!alter_requests(&first)[1].validate_only);
+    }
+
+    #[tokio::test]
+    async fn describes_synonyms_and_finds_values_set_at_a_level() {
+        let broker = FakeBroker::bind().await;
+        let me = broker.node(1);
+        broker.serve(move |request| match &request.body {
+            RequestKind::Metadata(_) => Some(ResponseKind::Metadata(metadata_response(
+                std::slice::from_ref(&me),
+                &[],
+            ))),
+            RequestKind::DescribeConfigs(describe) => {
+                let synonym = |name: &'static str, value: &'static str, source: i8| {
+                    DescribeConfigsSynonym::default()
+                        .with_name(StrBytes::from_static_str(name))
+                        .with_value(Some(StrBytes::from_static_str(value)))
+                        .with_source(source)
+                };
+                Some(ResponseKind::DescribeConfigs(
+                    DescribeConfigsResponse::default().with_results(vec![
+                        DescribeConfigsResult::default()
+                            .with_resource_type(describe.resources[0].resource_type)
+                            .with_resource_name(describe.resources[0].resource_name.clone())
+                            .with_configs(vec![
+                                // Set for broker 1 and for every broker: the default is
+                                // shadowed and only in the chain.
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(StrBytes::from_static_str("log.retention.ms"))
+                                    .with_value(Some(StrBytes::from_static_str("1000")))
+                                    .with_config_source(2)
+                                    .with_synonyms(vec![
+                                        synonym("log.retention.ms", "1000", 2),
+                                        synonym("log.retention.ms", "2000", 3),
+                                        synonym("log.retention.hours", "168", 5),
+                                    ]),
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(StrBytes::from_static_str("num.partitions"))
+                                    .with_value(Some(StrBytes::from_static_str("1")))
+                                    .with_config_source(5)
+                                    .with_read_only(true),
+                            ]),
+                    ]),
+                ))
+            }
+            _ => None,
+        });
+        let client = Client::connect(&[broker.address()], ClientConfig::default())
+            .await
+            .unwrap();
+        let configs = client
+            .describe_configs(&ConfigResource::BrokerDefault, None)
+            .await
+            .unwrap();
+        let sent = broker
+            .requests()
+            .into_iter()
+            .find_map(|request| match request.body {
+                RequestKind::DescribeConfigs(describe) => Some(describe),
+                _ => None,
+            })
+            .unwrap();
+        assert!(sent.include_synonyms);
+        assert_eq!(sent.resources[0].resource_type, 4);
+        assert_eq!(sent.resources[0].resource_name.as_str(), "");
+
+        let retention = &configs[0];
+        assert_eq!(retention.synonyms.len(), 3);
+        assert_eq!(
+            retention.synonyms[1].source,
+            ConfigSource::DynamicDefaultBrokerConfig
+        );
+        assert_eq!(
+            retention.value_at(ConfigSource::DynamicBrokerConfig),
+            Some(Some("1000"))
+        );
+        assert_eq!(
+            retention.value_at(ConfigSource::DynamicDefaultBrokerConfig),
+            Some(Some("2000"))
+        );
+        // A synonym under another name is not this config's value at that level.
+        assert_eq!(retention.value_at(ConfigSource::DefaultConfig), None);
+        assert!(configs[1].read_only);
+        assert_eq!(configs[1].value_at(ConfigSource::DynamicBrokerConfig), None);
+    }
+
+    #[tokio::test]
+    async fn deletes_records_at_each_leader_following_a_leader_change() {
+        // Broker 1 leads partition 0, broker 2 partition 1 — until broker 2 answers
+        // NOT_LEADER_OR_FOLLOWER and metadata moves partition 1 to broker 1. Each answers with the
+        // requested offset as the low watermark, 42 (its high watermark) for -1, and
+        // OFFSET_OUT_OF_RANGE beyond 42.
+        let first = FakeBroker::bind().await;
+        let second = FakeBroker::bind().await;
+        let nodes = [first.node(1), second.node(2)];
+        let moved = Arc::new(AtomicBool::new(false));
+        for (index, broker) in [&first, &second].into_iter().enumerate() {
+            let nodes = nodes.clone();
+            let moved = moved.clone();
+            let leads_nothing = index == 1;
+            broker.serve(move |request| match &request.body {
+                RequestKind::Metadata(_) => {
+                    let leader = if moved.load(Ordering::SeqCst) { 1 } else { 2 };
+                    Some(ResponseKind::Metadata(metadata_response(
+                        &nodes,
+                        &[("t", &[(0, 1), (1, leader), (2, 1)])],
+                    )))
+                }
+                RequestKind::DeleteRecords(delete) => {
+                    if leads_nothing {
+                        moved.store(true, Ordering::SeqCst);
+                    }
+                    Some(ResponseKind::DeleteRecords(
+                        DeleteRecordsResponse::default().with_topics(vec![
+                            DeleteRecordsTopicResult::default()
+                                .with_name(delete.topics[0].name.clone())
+                                .with_partitions(
+                                    delete.topics[0]
+                                        .partitions
+                                        .iter()
+                                        .map(|p| {
+                                            let (code, low) = if leads_nothing {
+                                                (6, -1)
+                                            } else if p.offset == -1 {
+                                                (0, 42)
+                                            } else if p.offset > 42 {
+                                                (1, -1)
+                                            } else {
+                                                (0, p.offset)
+                                            };
+                                            DeleteRecordsPartitionResult::default()
+                                                .with_partition_index(p.partition_index)
+                                                .with_error_code(code)
+                                                .with_low_watermark(low)
+                                        })
+                                        .collect(),
+                                ),
+                        ]),
+                    ))
+                }
+                _ => None,
+            });
+        }
+        let client = Client::connect(
+            &[first.address()],
+            ClientConfig {
+                retry_backoff: Duration::from_millis(1),
+                ..ClientConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let results = client
+            .delete_records(
+                "t",
+                &[
+                    (PartitionIndex(0), DeleteRecordsBefore::Offset(Offset(7))),
+                    (PartitionIndex(1), DeleteRecordsBefore::HighWatermark),
+                    (PartitionIndex(2), DeleteRecordsBefore::Offset(Offset(100))),
+                    (PartitionIndex(3), DeleteRecordsBefore::Offset(Offset(1))),
+                ],
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(results.len(), 4);
+        assert_eq!(results[&PartitionIndex(0)].as_ref().unwrap(), &Offset(7));
+        assert_eq!(results[&PartitionIndex(1)].as_ref().unwrap(), &Offset(42));
+        let out_of_range = results[&PartitionIndex(2)].as_ref().unwrap_err();
+        assert_eq!(out_of_range.kafka_code(), Some(ErrorCode::OffsetOutOfRange));
+        let missing = results[&PartitionIndex(3)].as_ref().unwrap_err();
+        assert_eq!(
+            missing.kafka_code(),
+            Some(ErrorCode::UnknownTopicOrPartition)
+        );
+        assert!(
+            missing.to_string().contains("has 3 partitions"),
+            "{missing}"
+        );
+        assert_eq!(second.requests_of(ApiKey::DeleteRecords), 1);
+        let offsets_sent: Vec<(i32, i64)> = first
+            .requests()
+            .into_iter()
+            .filter_map(|request| match request.body {
+                RequestKind::DeleteRecords(delete) => Some(delete),
+                _ => None,
+            })
+            .flat_map(|delete| delete.topics[0].partitions.clone())
+            .map(|p| (p.partition_index, p.offset))
+            .collect();
+        assert_eq!(offsets_sent, [(0, 7), (2, 100), (1, -1)]);
     }
 }

@@ -9,7 +9,8 @@
 //! - [`client`]: [`Client`] — bootstrap, the metadata cache ([`cluster`]), one connection per
 //!   broker, routing of produce / fetch / list-offsets to partition leaders with bounded metadata
 //!   refreshes on `NOT_LEADER_OR_FOLLOWER` and friends.
-//! - [`admin`]: create / delete topics, add partitions, describe configs, InitProducerId.
+//! - [`admin`]: create / delete topics, add partitions, describe configs (with synonyms) and alter
+//!   them (IncrementalAlterConfigs), delete records below an offset (DeleteRecords), InitProducerId.
 //! - [`groups`]: consumer-group admin — find a group's coordinator (with retries on coordinator
 //!   errors), list / describe / delete groups, decode consumer assignments, fetch committed
 //!   offsets and commit new ones with an admin ("simple") commit.
