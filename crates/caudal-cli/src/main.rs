@@ -1,9 +1,10 @@
 //! `caudal`: the one binary. `caudal server` runs a broker; the other subcommands are Kafka tools
-//! (topic admin, consumer-group admin, console producer and consumer, benchmarks) built on
-//! `caudal-client`.
+//! (topic admin and topic configs, broker configs, consumer-group admin, console producer and
+//! consumer, benchmarks) built on `caudal-client`.
 
 mod alloc_guard;
 mod bench;
+mod broker;
 mod common;
 mod consume;
 mod group;
@@ -28,8 +29,10 @@ struct Cli {
 enum Command {
     /// Run a broker (single node by default: data in ./caudal-data, Kafka listener 127.0.0.1:9092).
     Server(server::ServerArgs),
-    /// Topic admin: create, list, describe, delete, add partitions.
+    /// Topic admin: create, list, describe, delete, add partitions, alter configs, trim.
     Topic(topic::TopicArgs),
+    /// Broker configs: describe, and change them while running (one broker or every broker).
+    Broker(broker::BrokerArgs),
     /// Consumer groups: list, describe (members, offsets, lag), delete, seek (reset offsets).
     Group(group::GroupArgs),
     /// Produce records from stdin, one per line (console producer).
@@ -45,6 +48,7 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Server(args) => server::run(args),
         Command::Topic(args) => topic::main(args),
+        Command::Broker(args) => broker::main(args),
         Command::Group(args) => group::main(args),
         Command::Produce(args) => produce::main(args),
         Command::Consume(args) => consume::main(args),

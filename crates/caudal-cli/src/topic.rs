@@ -1,15 +1,24 @@
-//! `caudal topic`: create, list, describe, delete topics and add partitions.
+//! `caudal topic`: create, list, describe, delete topics, add partitions, change topic configs
+//! while the topic is live (`kafka-configs.sh`), and delete records below an offset
+//! (`kafka-delete-records.sh`).
+//!
+//! The config pieces that `caudal broker` shares live here too: the change flags
+//! ([`ConfigChangeArgs`]), applying them ([`alter_configs`]) and the config table
+//! ([`render_configs`]).
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use caudal_client::admin::{ConfigResource, NewTopic};
+use anyhow::{Context, bail};
+use caudal_client::admin::{
+    AlterConfigOp, ConfigChanges, ConfigEntry, ConfigResource, DeleteRecordsBefore, NewTopic,
+};
 use caudal_client::{Client, ClientError, OffsetSpec, TopicInfo};
-use caudal_model::PartitionIndex;
+use caudal_model::{Offset, PartitionIndex};
 use caudal_protocol::ErrorCode;
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 
 use crate::common::{ConnectArgs, parse_key_value, run};
 
@@ -18,11 +27,14 @@ Examples:
   caudal topic create orders --partitions 6 --config retention.ms=86400000
   caudal topic list
   caudal topic describe orders
+  caudal topic describe orders --configs --all
+  caudal topic alter-config orders --set retention.ms=3600000 --delete segment.ms
+  caudal topic trim orders --before 1000 --partition 0
   caudal topic add-partitions orders --partitions 12
   caudal topic delete orders
   caudal topic list -b broker1:9092,broker2:9092";
 
-/// Topic admin: create, list, describe, delete, add partitions.
+/// Topic admin: create, list, describe, delete, add partitions, alter configs, trim.
 #[derive(Args, Debug)]
 #[command(after_help = EXAMPLES)]
 pub struct TopicArgs {
@@ -53,8 +65,42 @@ Examples:
     #[command(after_help = "\
 Examples:
   caudal topic describe orders
-  caudal topic describe orders --all-configs")]
+  caudal topic describe orders --all
+  caudal topic describe orders --configs
+  caudal topic describe orders --configs --all
+
+With --configs only the configs are shown, each with its source, read-only flag and
+synonym chain (what it falls back to, most specific first), as kafka-configs.sh --describe
+prints them. Without --all only the topic's own values (DYNAMIC_TOPIC_CONFIG) are listed.")]
     Describe(DescribeArgs),
+    /// Change a topic's configs while it is live (IncrementalAlterConfigs).
+    #[command(after_help = "\
+Examples:
+  caudal topic alter-config orders --set retention.ms=3600000 --set segment.bytes=104857600
+  caudal topic alter-config orders --delete retention.ms
+  caudal topic alter-config orders --add-config 'retention.ms=3600000,cleanup.policy=[compact,delete]'
+  caudal topic alter-config orders --append cleanup.policy=compact
+  caudal topic alter-config orders --subtract cleanup.policy=delete
+  caudal topic alter-config orders --set retention.ms=-1 --validate-only
+
+--delete removes the topic's own value, so the config falls back to the broker's (see
+`caudal topic describe TOPIC --configs --all`); deleting a config the topic does not set is an
+error, as in kafka-configs.sh. --append and --subtract apply to list configs
+(cleanup.policy, leader/follower.replication.throttled.replicas).")]
+    AlterConfig(AlterConfigArgs),
+    /// Delete the records below an offset (DeleteRecords), moving the log start offset up.
+    #[command(after_help = "\
+Examples:
+  caudal topic trim orders --before 1000
+  caudal topic trim orders --before 1000 --partition 0 --partition 2
+  caudal topic trim orders --before latest
+
+Every record below --before is deleted from the given partitions (all of them without
+--partition); `latest` (or -1) is each partition's high watermark, which empties it for
+consumers. An offset beyond a partition's high watermark is OFFSET_OUT_OF_RANGE for that
+partition. Consumers positioned below the new log start offset get OFFSET_OUT_OF_RANGE and
+reset by their auto.offset.reset.")]
+    Trim(TrimArgs),
     /// Delete a topic.
     #[command(after_help = "\
 Examples:
@@ -104,11 +150,146 @@ struct ListArgs {
 struct DescribeArgs {
     /// Topic name.
     name: String,
-    /// List every config with its source, not only the topic's overrides.
+    /// Show only the configs, with their read-only flags and synonym chains.
     #[arg(long)]
+    configs: bool,
+    /// List every config with its source, not only the topic's own values.
+    #[arg(long = "all", visible_alias = "all-configs")]
     all_configs: bool,
     #[command(flatten)]
     connect: ConnectArgs,
+}
+
+/// Config changes, in Kafka's names: what `kafka-configs.sh --alter` takes, plus IncrementalAlterConfigs'
+/// APPEND and SUBTRACT. They are sent as one request: deletions, then sets, appends, subtracts.
+#[derive(Args, Debug)]
+#[command(group(
+    ArgGroup::new("changes")
+        .required(true)
+        .multiple(true)
+        .args(["set", "add_config", "delete", "append", "subtract"])
+))]
+pub struct ConfigChangeArgs {
+    /// Set a config; the value is taken as is (commas included). Repeatable.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_key_value)]
+    set: Vec<(String, String)>,
+    /// Set configs in kafka-configs.sh syntax: 'k1=v1,k2=[v1,v2]' (square brackets group values
+    /// that contain commas). Repeatable.
+    #[arg(long, value_name = "K=V[,K=V...]", value_parser = parse_add_config)]
+    add_config: Vec<Vec<(String, String)>>,
+    /// Remove configs set on the resource, so they fall back to their defaults. Repeatable;
+    /// comma-separated names are accepted.
+    #[arg(
+        long,
+        visible_alias = "delete-config",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    delete: Vec<String>,
+    /// Add comma-separated items to a list config. Repeatable.
+    #[arg(long, value_name = "NAME=ITEMS", value_parser = parse_key_value)]
+    append: Vec<(String, String)>,
+    /// Remove comma-separated items from a list config. Repeatable.
+    #[arg(long, value_name = "NAME=ITEMS", value_parser = parse_key_value)]
+    subtract: Vec<(String, String)>,
+    /// Ask the broker to check the changes without applying them.
+    #[arg(long)]
+    validate_only: bool,
+}
+
+impl ConfigChangeArgs {
+    /// The operations in request order: deletions, sets, appends, subtracts.
+    fn changes(&self) -> ConfigChanges {
+        let mut changes: ConfigChanges = Vec::new();
+        for name in &self.delete {
+            changes.push((name.trim().to_owned(), AlterConfigOp::Delete));
+        }
+        for (name, value) in self.set.iter().chain(self.add_config.iter().flatten()) {
+            changes.push((name.clone(), AlterConfigOp::Set(value.clone())));
+        }
+        for (name, items) in &self.append {
+            changes.push((name.clone(), AlterConfigOp::Append(items.clone())));
+        }
+        for (name, items) in &self.subtract {
+            changes.push((name.clone(), AlterConfigOp::Subtract(items.clone())));
+        }
+        changes
+    }
+}
+
+/// Parses kafka-configs.sh's `--add-config` value: `k1=v1,k2=[a,b]`. Commas outside square
+/// brackets separate entries; brackets are dropped from values; names and values are trimmed.
+pub fn parse_add_config(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut entries = Vec::new();
+    let mut depth = 0usize;
+    let mut current = String::new();
+    let mut pieces = Vec::new();
+    for character in text.chars() {
+        match character {
+            '[' => {
+                depth += 1;
+                current.push(character);
+            }
+            ']' => {
+                depth = depth.saturating_sub(1);
+                current.push(character);
+            }
+            ',' if depth == 0 => pieces.push(std::mem::take(&mut current)),
+            _ => current.push(character),
+        }
+    }
+    pieces.push(current);
+    for piece in pieces {
+        let Some((name, value)) = piece.split_once('=') else {
+            return Err(format!(
+                "expected \"key=val\" or \"key=[val1,val2]\" entries, got {piece:?}"
+            ));
+        };
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(format!("missing config name in {piece:?}"));
+        }
+        let value: String = value.chars().filter(|c| *c != '[' && *c != ']').collect();
+        entries.push((name.to_owned(), value.trim().to_owned()));
+    }
+    Ok(entries)
+}
+
+#[derive(Args, Debug)]
+struct AlterConfigArgs {
+    /// Topic name.
+    name: String,
+    #[command(flatten)]
+    changes: ConfigChangeArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Args, Debug)]
+struct TrimArgs {
+    /// Topic name.
+    name: String,
+    /// Delete every record below this offset: a number, or `latest` (-1) for the high watermark.
+    #[arg(long, value_name = "OFFSET|latest", value_parser = parse_before)]
+    before: DeleteRecordsBefore,
+    /// Only these partitions (default: all). Repeatable.
+    #[arg(long = "partition", value_name = "N")]
+    partitions: Vec<i32>,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// Parses `--before`: an offset, or `latest` / `end` / `-1` for the high watermark.
+fn parse_before(text: &str) -> Result<DeleteRecordsBefore, String> {
+    match text {
+        "latest" | "end" | "high-watermark" | "-1" => Ok(DeleteRecordsBefore::HighWatermark),
+        _ => match text.parse::<i64>() {
+            Ok(offset) if offset >= 0 => Ok(DeleteRecordsBefore::Offset(Offset(offset))),
+            _ => Err(format!(
+                "expected an offset (0 or more) or `latest`, got {text:?}"
+            )),
+        },
+    }
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +325,11 @@ pub fn main(args: TopicArgs) -> ExitCode {
             TopicCommand::Describe(args) => describe(args).await,
             TopicCommand::Delete(args) => delete(args).await,
             TopicCommand::AddPartitions(args) => add_partitions(args).await,
+            TopicCommand::AlterConfig(args) => {
+                let client = args.connect.connect().await?;
+                alter_configs(&client, &ConfigResource::Topic(args.name), &args.changes).await
+            }
+            TopicCommand::Trim(args) => trim(args).await,
         }
     })
 }
@@ -222,6 +408,12 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 
 async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
     let client = args.connect.connect().await?;
+    if args.configs {
+        let resource = ConfigResource::Topic(args.name.clone());
+        let configs = client.describe_configs(&resource, None).await?;
+        print!("{}", render_configs(&resource, &configs, args.all_configs));
+        return Ok(());
+    }
     let topic = client.topic(&args.name).await?;
     let offsets = partition_offsets(&client, &topic).await;
     let configs = client
@@ -406,6 +598,178 @@ async fn add_partitions(args: AddPartitionsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Applies `args` to `resource` and says what happened. Like kafka-configs.sh, a `--delete` of a
+/// config the resource does not set is refused before anything is sent ("Invalid config(s)").
+/// A refusal by the broker comes back as its error code and message.
+pub async fn alter_configs(
+    client: &Client,
+    resource: &ConfigResource,
+    args: &ConfigChangeArgs,
+) -> anyhow::Result<()> {
+    let changes = args.changes();
+    if !args.delete.is_empty() {
+        let current = client
+            .describe_configs(resource, None)
+            .await
+            .with_context(|| format!("cannot read the configs of {resource}"))?;
+        let unset = unset_deletions(resource, &current, &changes);
+        if !unset.is_empty() {
+            bail!(
+                "Invalid config(s): {} ({resource} does not set {})",
+                unset.join(","),
+                if unset.len() == 1 { "it" } else { "them" }
+            );
+        }
+    }
+    client
+        .alter_config(resource, changes, args.validate_only)
+        .await?;
+    if args.validate_only {
+        println!("validated config changes of {resource} (nothing changed)");
+    } else {
+        println!("updated configs of {resource}");
+    }
+    Ok(())
+}
+
+/// The names `changes` deletes that `resource` has no value of its own for.
+fn unset_deletions(
+    resource: &ConfigResource,
+    current: &[ConfigEntry],
+    changes: &ConfigChanges,
+) -> Vec<String> {
+    let source = resource.dynamic_source();
+    changes
+        .iter()
+        .filter(|(_, op)| *op == AlterConfigOp::Delete)
+        .map(|(name, _)| name)
+        .filter(|name| {
+            !current
+                .iter()
+                .any(|entry| &entry.name == *name && entry.value_at(source).is_some())
+        })
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// The config table of `resource`: with `all`, every config as the broker resolves it; without,
+/// only the values set on the resource itself (its dynamic source), as kafka-configs.sh
+/// --describe lists them. Each row: name, value, source, read-only flag and the synonym chain
+/// (`SOURCE:name=value`, most specific first).
+pub fn render_configs(resource: &ConfigResource, configs: &[ConfigEntry], all: bool) -> String {
+    let own = resource.dynamic_source();
+    let mut rows: Vec<(String, Option<String>, &str, &ConfigEntry)> = Vec::new();
+    for entry in configs {
+        if all {
+            rows.push((
+                entry.name.clone(),
+                entry.value.clone(),
+                entry.source.name(),
+                entry,
+            ));
+        } else if let Some(value) = entry.value_at(own) {
+            rows.push((
+                entry.name.clone(),
+                value.map(str::to_owned),
+                own.name(),
+                entry,
+            ));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    if rows.is_empty() {
+        return if all {
+            format!("{resource} reports no configs\n")
+        } else {
+            format!("no configs set on {resource} (--all lists every config with its source)\n")
+        };
+    }
+    let mut table = vec![
+        ["CONFIG", "VALUE", "SOURCE", "READ-ONLY", "SYNONYMS"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for (name, value, source, entry) in rows {
+        let show = |value: Option<&str>| {
+            if entry.is_sensitive {
+                "(sensitive)".to_owned()
+            } else {
+                value.map_or_else(|| "(null)".to_owned(), str::to_owned)
+            }
+        };
+        let synonyms: Vec<String> = entry
+            .synonyms
+            .iter()
+            .map(|synonym| {
+                format!(
+                    "{}:{}={}",
+                    synonym.source.name(),
+                    synonym.name,
+                    show(synonym.value.as_deref())
+                )
+            })
+            .collect();
+        table.push(vec![
+            name,
+            show(value.as_deref()),
+            source.to_owned(),
+            if entry.read_only { "yes" } else { "no" }.to_owned(),
+            synonyms.join(", "),
+        ]);
+    }
+    render_table(&table)
+}
+
+async fn trim(args: TrimArgs) -> anyhow::Result<()> {
+    let client = args.connect.connect().await?;
+    let topic = client.topic(&args.name).await?;
+    let partitions: Vec<PartitionIndex> = if args.partitions.is_empty() {
+        topic.partitions.iter().map(|p| p.partition).collect()
+    } else {
+        let chosen: BTreeSet<i32> = args.partitions.iter().copied().collect();
+        for &partition in &chosen {
+            if topic.partition(PartitionIndex(partition)).is_none() {
+                bail!(
+                    "topic {:?} has no partition {partition} (it has {})",
+                    args.name,
+                    topic.partitions.len()
+                );
+            }
+        }
+        chosen.into_iter().map(PartitionIndex).collect()
+    };
+    let requests: Vec<(PartitionIndex, DeleteRecordsBefore)> = partitions
+        .iter()
+        .map(|&partition| (partition, args.before))
+        .collect();
+    let results = client
+        .delete_records(&args.name, &requests, admin_timeout(&args.connect))
+        .await?;
+    let failed = results.values().filter(|result| result.is_err()).count();
+    let mut header = vec!["PARTITION".to_owned(), "LOG-START-OFFSET".to_owned()];
+    if failed > 0 {
+        header.push("ERROR".to_owned());
+    }
+    let mut table = vec![header];
+    for (partition, result) in &results {
+        table.push(match result {
+            Ok(low_watermark) => vec![partition.to_string(), low_watermark.to_string()],
+            Err(error) => vec![partition.to_string(), "-".to_owned(), error.to_string()],
+        });
+    }
+    print!("{}", render_table(&table));
+    if failed > 0 {
+        bail!(
+            "{failed} of {} partition(s) of {:?} not trimmed",
+            results.len(),
+            args.name
+        );
+    }
+    Ok(())
+}
+
 /// Left-aligned columns separated by two spaces.
 pub fn render_table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
@@ -503,5 +867,147 @@ mod tests {
         assert!(!text.contains("segment.bytes"));
         let all = render_description(&topic, None, &configs, true);
         assert!(all.contains("segment.bytes"));
+    }
+
+    fn entry(name: &str, value: &str, source: ConfigSource) -> ConfigEntry {
+        ConfigEntry {
+            name: name.into(),
+            value: Some(value.into()),
+            source,
+            read_only: false,
+            is_sensitive: false,
+            synonyms: vec![caudal_client::admin::ConfigSynonym {
+                name: name.into(),
+                value: Some(value.into()),
+                source,
+            }],
+        }
+    }
+
+    #[test]
+    fn parses_kafka_configs_add_config_syntax() {
+        assert_eq!(
+            parse_add_config("retention.ms=1000, cleanup.policy=[compact,delete],a=").unwrap(),
+            [
+                ("retention.ms".to_owned(), "1000".to_owned()),
+                ("cleanup.policy".to_owned(), "compact,delete".to_owned()),
+                ("a".to_owned(), String::new()),
+            ]
+        );
+        assert!(parse_add_config("retention.ms").is_err());
+        assert!(parse_add_config("=1").is_err());
+        assert!(parse_add_config("a=1,").is_err());
+    }
+
+    #[test]
+    fn parses_trim_targets() {
+        assert_eq!(
+            parse_before("latest").unwrap(),
+            DeleteRecordsBefore::HighWatermark
+        );
+        assert_eq!(
+            parse_before("-1").unwrap(),
+            DeleteRecordsBefore::HighWatermark
+        );
+        assert_eq!(
+            parse_before("42").unwrap(),
+            DeleteRecordsBefore::Offset(Offset(42))
+        );
+        assert!(parse_before("-2").is_err());
+        assert!(parse_before("soon").is_err());
+    }
+
+    #[test]
+    fn changes_go_in_kafka_order() {
+        let args = ConfigChangeArgs {
+            set: vec![("retention.ms".into(), "1".into())],
+            add_config: vec![vec![("segment.ms".into(), "2".into())]],
+            delete: vec!["flush.ms".into()],
+            append: vec![("cleanup.policy".into(), "compact".into())],
+            subtract: vec![("cleanup.policy".into(), "delete".into())],
+            validate_only: false,
+        };
+        assert_eq!(
+            args.changes(),
+            vec![
+                ("flush.ms".to_owned(), AlterConfigOp::Delete),
+                ("retention.ms".to_owned(), AlterConfigOp::Set("1".into())),
+                ("segment.ms".to_owned(), AlterConfigOp::Set("2".into())),
+                (
+                    "cleanup.policy".to_owned(),
+                    AlterConfigOp::Append("compact".into())
+                ),
+                (
+                    "cleanup.policy".to_owned(),
+                    AlterConfigOp::Subtract("delete".into())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn config_tables_show_the_resources_own_values_unless_all() {
+        let topic = ConfigResource::Topic("orders".into());
+        let configs = vec![
+            entry("segment.bytes", "1073741824", ConfigSource::DefaultConfig),
+            entry("retention.ms", "1000", ConfigSource::DynamicTopicConfig),
+        ];
+        let own = render_configs(&topic, &configs, false);
+        assert_eq!(
+            own,
+            "CONFIG        VALUE  SOURCE                READ-ONLY  SYNONYMS\n\
+             retention.ms  1000   DYNAMIC_TOPIC_CONFIG  no         DYNAMIC_TOPIC_CONFIG:retention.ms=1000\n"
+        );
+        let all = render_configs(&topic, &configs, true);
+        assert!(all.contains("segment.bytes"), "{all}");
+        // Sorted by name.
+        assert!(
+            all.find("retention.ms") < all.find("segment.bytes"),
+            "{all}"
+        );
+        assert!(
+            render_configs(&topic, &configs[..1], false).starts_with("no configs set on topic")
+        );
+
+        // A default shadowed by this broker's value is still the default's own value.
+        let mut shadowed = entry(
+            "log.retention.ms",
+            "7000",
+            ConfigSource::DynamicBrokerConfig,
+        );
+        shadowed.synonyms.push(caudal_client::admin::ConfigSynonym {
+            name: "log.retention.ms".into(),
+            value: Some("5000".into()),
+            source: ConfigSource::DynamicDefaultBrokerConfig,
+        });
+        let default = render_configs(
+            &ConfigResource::BrokerDefault,
+            std::slice::from_ref(&shadowed),
+            false,
+        );
+        assert!(
+            default.contains("log.retention.ms  5000   DYNAMIC_DEFAULT_BROKER_CONFIG"),
+            "{default}"
+        );
+        let changes = vec![
+            ("log.retention.ms".to_owned(), AlterConfigOp::Delete),
+            ("log.segment.bytes".to_owned(), AlterConfigOp::Delete),
+        ];
+        assert_eq!(
+            unset_deletions(
+                &ConfigResource::BrokerDefault,
+                std::slice::from_ref(&shadowed),
+                &changes
+            ),
+            ["log.segment.bytes"]
+        );
+        assert_eq!(
+            unset_deletions(
+                &ConfigResource::Broker(NodeId(2)),
+                std::slice::from_ref(&shadowed),
+                &changes
+            ),
+            ["log.segment.bytes"]
+        );
     }
 }

@@ -209,7 +209,7 @@ impl std::fmt::Display for ConfigResource {
         match self {
             ConfigResource::Topic(name) => write!(f, "topic {name:?}"),
             ConfigResource::Broker(node_id) => write!(f, "broker {node_id}"),
-            ConfigResource::BrokerDefault => f.write_str("the default of every broker"),
+            ConfigResource::BrokerDefault => f.write_str("the cluster-wide broker default"),
         }
     }
 }
@@ -1089,7 +1089,7 @@ mod tests {
         assert_eq!(error.code, ErrorCode::InvalidConfig);
         assert_eq!(
             error.to_string(),
-            "INVALID_CONFIG (40): the default of every broker: unknown config 'no.such'"
+            "INVALID_CONFIG (40): the cluster-wide broker default: unknown config 'no.such'"
         );
 
         // The topic and the default went to the controller in one request, broker 2's own
