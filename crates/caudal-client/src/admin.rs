@@ -614,12 +614,6 @@ impl Client {
             };
             answers.extend(response.responses);
         }
-        if !validate_only {
-            self.forget_topics(changes.iter().filter_map(|(resource, _)| match resource {
-                ConfigResource::Topic(name) => Some(name.as_str()),
-                ConfigResource::Broker(_) | ConfigResource::BrokerDefault => None,
-            }));
-        }
         Ok(changes
             .iter()
             .map(|(resource, _)| {
