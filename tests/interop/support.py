@@ -4,6 +4,10 @@ Each client (kcat, confluent-kafka, kafka-python, kafkajs) gets a `produce` and 
 helper over the same `Record` type, so any producer can be checked against any consumer with
 `assert_records_equal`. Every loop here is bounded by a deadline and every client call has a
 timeout.
+
+Consumer groups: `GroupMember` runs one group member per process (this file is also the Python
+members' entry point: `python support.py group-member CONF`), and `GroupLog` checks what the
+members of a group processed and committed (see docs/testing.md, "Consumer groups").
 """
 
 from __future__ import annotations
@@ -11,9 +15,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import random
 import shutil
+import signal
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -561,3 +569,628 @@ def js_fetch(bootstrap: str, topic: str, partitions, timeout_ms: int = 60000) ->
         )
         for r in res["records"]
     ]
+
+
+# ---- consumer-group members ---------------------------------------------------------------------
+#
+# Each member of a consumer group runs in its own process (`python support.py group-member CONF`
+# for confluent-kafka and kafka-python, `node js/group_consumer.js member CONF` for kafkajs), so
+# that SIGKILL is a real crash: no LeaveGroup, no last commit. A member subscribes to one topic
+# and loops: poll a batch -> print a `records` line -> "process" (sleep process_delay_ms) ->
+# print `committing` -> commit the batch's next offsets synchronously -> print `committed` or
+# `commit_failed`. Rebalances are printed as `assigned`/`revoked`/`lost` (partition deltas, as the
+# client's rebalance listener sees them) or, for kafkajs, `assignment` (the full new assignment
+# after each join) and `rebalancing`. Every line is one JSON object with `ev` and `t` (wall-clock
+# ms). SIGTERM closes the consumer cleanly (LeaveGroup for dynamic members) and prints `closed`.
+# A fatal client error (for example FENCED_INSTANCE_ID) prints `error` with fatal=true and exits 3.
+
+MEMBER_EXIT_FATAL = 3
+
+
+def _member_emit(ev: str, **fields) -> None:
+    sys.stdout.write(json.dumps({"ev": ev, "t": now_ms(), **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def _text(v: bytes | None) -> str | None:
+    return None if v is None else v.decode("utf-8", errors="replace")
+
+
+def _ck_member(conf: dict, stop: threading.Event) -> int:
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    topic = conf["topic"]
+    fatal: list = []
+
+    def on_error(err):
+        _member_emit("error", code=err.code(), name=err.name(), message=err.str(), fatal=err.fatal())
+        if err.fatal():
+            fatal.append(err)
+
+    cconf = {
+        "bootstrap.servers": conf["bootstrap"],
+        "group.id": conf["group"],
+        "client.id": conf["name"],
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": conf.get("session_timeout_ms", 6000),
+        "heartbeat.interval.ms": conf.get("heartbeat_interval_ms", 500),
+        "fetch.wait.max.ms": 100,
+        "socket.timeout.ms": 10000,
+        "error_cb": on_error,
+    }
+    if conf.get("strategy"):
+        cconf["partition.assignment.strategy"] = conf["strategy"]
+    if conf.get("instance_id"):
+        cconf["group.instance.id"] = conf["instance_id"]
+    if conf.get("debug"):
+        cconf["debug"] = conf["debug"]
+    c = Consumer(cconf)
+
+    def parts(tps):
+        return sorted(tp.partition for tp in tps if tp.topic == topic)
+
+    def on_assign(consumer, tps):
+        _member_emit("assigned", partitions=parts(tps), member_id=consumer.memberid())
+
+    def on_revoke(consumer, tps):
+        _member_emit("revoked", partitions=parts(tps))
+
+    def on_lost(consumer, tps):
+        _member_emit("lost", partitions=parts(tps))
+
+    c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+    _member_emit("started")
+    delay = conf.get("process_delay_ms", 0) / 1000
+    while not stop.is_set() and not fatal:
+        try:
+            msgs = c.consume(num_messages=conf.get("max_records", 100), timeout=0.1)
+        except KafkaException as e:
+            err = e.args[0]
+            _member_emit("error", code=err.code(), name=err.name(), message=err.str(), fatal=err.fatal())
+            if err.fatal():
+                fatal.append(err)
+            continue
+        batch = []
+        for m in msgs:
+            if m.error():
+                err = m.error()
+                _member_emit("error", code=err.code(), name=err.name(), message=err.str(), fatal=err.fatal())
+                if err.fatal():
+                    fatal.append(err)
+                continue
+            batch.append(m)
+        if not batch:
+            continue
+        _member_emit("records", records=[[m.partition(), m.offset(), _text(m.value())] for m in batch])
+        if delay:
+            time.sleep(delay)
+        offsets: dict[int, int] = {}
+        for m in batch:
+            offsets[m.partition()] = max(offsets.get(m.partition(), 0), m.offset() + 1)
+        _member_emit("committing", offsets=offsets)
+        try:
+            res = c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+            bad = [tp for tp in res or () if tp.error is not None]
+            if bad:
+                _member_emit("commit_failed", error=str(bad[0].error), partition=bad[0].partition)
+            else:
+                _member_emit("committed", offsets=offsets)
+        except KafkaException as e:
+            err = e.args[0]
+            _member_emit("commit_failed", error=str(err), name=getattr(err, "name", lambda: "")())
+            if getattr(err, "fatal", lambda: False)():
+                fatal.append(err)
+    if fatal:
+        return MEMBER_EXIT_FATAL
+    c.close()
+    _member_emit("closed")
+    return 0
+
+
+def _kp_member(conf: dict, stop: threading.Event) -> int:
+    import kafka.errors as Errors
+    from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+    from kafka.structs import OffsetAndMetadata
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if conf.get("debug") else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    topic = conf["topic"]
+    kconf = dict(
+        bootstrap_servers=conf["bootstrap"],
+        group_id=conf["group"],
+        client_id=conf["name"],
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=conf.get("session_timeout_ms", 6000),
+        heartbeat_interval_ms=conf.get("heartbeat_interval_ms", 500),
+        fetch_max_wait_ms=100,
+        max_poll_records=conf.get("max_records", 100),
+        request_timeout_ms=30000,
+    )
+    strategies = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor}
+    if conf.get("strategy"):
+        kconf["partition_assignment_strategy"] = [strategies[s] for s in conf["strategy"].split(",")]
+    if conf.get("instance_id"):
+        kconf["group_instance_id"] = conf["instance_id"]
+    c = KafkaConsumer(**kconf)
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            _member_emit("revoked", partitions=sorted(tp.partition for tp in revoked if tp.topic == topic))
+
+        def on_partitions_assigned(self, assigned):
+            _member_emit("assigned", partitions=sorted(tp.partition for tp in assigned if tp.topic == topic))
+
+        def on_partitions_lost(self, lost):
+            _member_emit("lost", partitions=sorted(tp.partition for tp in lost if tp.topic == topic))
+
+    c.subscribe([topic], listener=Listener())
+    _member_emit("started")
+    delay = conf.get("process_delay_ms", 0) / 1000
+
+    def fatal_error(e) -> int:
+        _member_emit("error", name=type(e).__name__, code=getattr(e, "errno", None), message=str(e), fatal=True)
+        return MEMBER_EXIT_FATAL
+
+    while not stop.is_set():
+        try:
+            # kafka-python 3.0.12 can lose a SyncGroup answer when poll()'s timeout expires
+            # while a join is in flight ("timeout in ensure_active_group; returning early"): it
+            # never re-enables heartbeats and the broker expires it. A longer timeout makes that
+            # window rare; poll() still returns as soon as records arrive.
+            polled = c.poll(timeout_ms=1000)
+        except Errors.FencedInstanceIdError as e:
+            return fatal_error(e)
+        except Errors.KafkaError as e:
+            _member_emit("error", name=type(e).__name__, code=getattr(e, "errno", None), message=str(e), fatal=False)
+            continue
+        batch = [m for tp in sorted(polled, key=lambda tp: tp.partition) for m in polled[tp]]
+        if not batch:
+            continue
+        _member_emit("records", records=[[m.partition, m.offset, _text(m.value)] for m in batch])
+        if delay:
+            time.sleep(delay)
+        offsets: dict[int, int] = {}
+        for m in batch:
+            offsets[m.partition] = max(offsets.get(m.partition, 0), m.offset + 1)
+        _member_emit("committing", offsets=offsets)
+        try:
+            c.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
+            _member_emit("committed", offsets=offsets)
+        except Errors.FencedInstanceIdError as e:
+            _member_emit("commit_failed", error=str(e), name=type(e).__name__)
+            return fatal_error(e)
+        except Errors.KafkaError as e:
+            _member_emit("commit_failed", error=str(e), name=type(e).__name__)
+    c.close()
+    _member_emit("closed")
+    return 0
+
+
+def group_member_main(argv: list[str]) -> int:
+    conf = json.loads(argv[0])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if conf["client"] == "ck":
+        return _ck_member(conf, stop)
+    if conf["client"] == "kp":
+        return _kp_member(conf, stop)
+    raise SystemExit(f"unknown client {conf['client']}")
+
+
+class GroupMember:
+    """One group member process (see above) and the events it printed.
+
+    `client` is "ck" (confluent-kafka), "kp" (kafka-python) or "js" (kafkajs). `conf` keys:
+    bootstrap, topic, group, and optionally session_timeout_ms, heartbeat_interval_ms, strategy
+    (client strategy names, comma-separated), instance_id (group.instance.id), process_delay_ms,
+    max_records, protocol_name (kafkajs: publish its round-robin assigner under this name), debug.
+    The member's client.id is its `name`, so DescribeGroups answers can be matched to members.
+    """
+
+    def __init__(self, name: str, client: str, conf: dict, log_dir: Path):
+        self.name = name
+        self.client = client
+        self.conf = {**conf, "name": name}
+        if os.environ.get("GROUP_MEMBER_DEBUG") and client != "js":
+            # client debug logs into the member's log: librdkafka's cgrp context, kafka-python DEBUG
+            self.conf.setdefault("debug", "cgrp" if client == "ck" else True)
+        self.log_path = log_dir / f"member-{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self._events: list[dict] = []
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self.killed_at_ms: int | None = None
+
+    def command(self) -> list[str]:
+        if self.client == "js":
+            c = self.conf
+            js_conf = {
+                "bootstrap": c["bootstrap"],
+                "topic": c["topic"],
+                "group": c["group"],
+                "name": c["name"],
+                "sessionTimeoutMs": c.get("session_timeout_ms", 6000),
+                "heartbeatIntervalMs": c.get("heartbeat_interval_ms", 500),
+                "processDelayMs": c.get("process_delay_ms", 0),
+                "protocolName": c.get("protocol_name"),
+            }
+            if not (JS_DIR / "node_modules/kafkajs").exists():
+                raise AssertionError("kafkajs not installed: run scripts/install-test-deps.sh")
+            return ["node", str(JS_DIR / "group_consumer.js"), "member", json.dumps(js_conf)]
+        return [sys.executable, str(Path(__file__).resolve()), "group-member", json.dumps({"client": self.client, **self.conf})]
+
+    def start(self) -> "GroupMember":
+        assert self.proc is None, f"member {self.name} already started"
+        log = open(self.log_path, "ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAUDAL_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        env["KAFKAJS_NO_PARTITIONER_WARNING"] = "1"
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=Path(__file__).resolve().parent,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+        _LIVE_MEMBERS.add(self)
+        self._reader = threading.Thread(target=self._read, name=f"member-{self.name}", daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = {"ev": "stdout", "t": now_ms(), "line": line}
+            with self._lock:
+                self._events.append(event)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the client gets no chance to leave the group or commit."""
+        assert self.proc is not None
+        self.killed_at_ms = now_ms()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM: the member closes its consumer (LeaveGroup) and exits; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.cleanup()
+                raise AssertionError(f"member {self.name} did not exit within {timeout}s of SIGTERM\n{self.report()}")
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return self.proc.returncode
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"member {self.name} still running after {timeout}s\n{self.report()}")
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return self.proc.returncode
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        _LIVE_MEMBERS.discard(self)
+
+    # ---- what it printed ----------------------------------------------------------------------
+    def events(self, ev: str | None = None) -> list[dict]:
+        with self._lock:
+            evs = list(self._events)
+        return evs if ev is None else [e for e in evs if e["ev"] == ev]
+
+    def assignment(self) -> set[int]:
+        """The partitions the member currently owns, per its own rebalance events."""
+        owned: set[int] = set()
+        for e in self.events():
+            if e["ev"] == "assigned":
+                owned |= set(e["partitions"])
+            elif e["ev"] in ("revoked", "lost"):
+                owned -= set(e["partitions"])
+            elif e["ev"] == "assignment":
+                owned = set(e["partitions"])
+            elif e["ev"] == "rebalancing":
+                owned = set()
+        return owned
+
+    def rebalance_events(self, since_ms: int = 0) -> list[dict]:
+        return [
+            e
+            for e in self.events()
+            if e["ev"] in ("assigned", "revoked", "lost", "assignment", "rebalancing") and e["t"] >= since_ms
+        ]
+
+    def fatal_errors(self) -> list[dict]:
+        return [e for e in self.events("error") if e.get("fatal")]
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def report(self, lines: int = 40) -> str:
+        evs = self.events()
+        summary = []
+        for e in evs[-lines:]:
+            if e["ev"] == "records":
+                recs = e["records"]
+                summary.append(f"  {e['t']} records {len(recs)}: {recs[0][:2]}..{recs[-1][:2]}")
+            else:
+                summary.append(f"  {json.dumps(e)[:300]}")
+        state = "running" if self.alive() else f"exited {self.proc.returncode if self.proc else None}"
+        return (
+            f"--- member {self.name} ({self.client}, {state}): last {min(lines, len(evs))} of {len(evs)} events ---\n"
+            + "\n".join(summary)
+            + f"\n--- member {self.name} stderr ({self.log_path}) ---\n"
+            + self.stderr_tail(lines)
+        )
+
+
+_LIVE_MEMBERS: set = set()
+
+
+def kill_leftover_members() -> None:
+    for m in list(_LIVE_MEMBERS):
+        m.cleanup()
+
+
+def wait_until(predicate, timeout: float, what: str, members=(), interval: float = 0.1):
+    """Polls `predicate()` until it returns a truthy value (returned) or `timeout` passes
+    (AssertionError naming `what`, with the members' recent events and logs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            reports = "\n".join(m.report() for m in members)
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{reports}")
+        time.sleep(interval)
+
+
+@dataclass
+class Delivery:
+    """One record handed to one member's processing."""
+
+    member: str
+    partition: int
+    offset: int
+    value: str | None
+    t: int
+    seq: int  # position in the member's event stream
+    run_start: bool = False  # first record of a partition after the member was (re)assigned it
+    confirmed_ms: int | None = None  # when this member's commit covering the record succeeded
+    confirmed_seq: int | None = None
+
+
+@dataclass
+class CommitAttempt:
+    member: str
+    t: int
+    seq: int
+    offsets: dict[int, int]
+    ok: bool | None = None  # None: the member died before the answer
+    result_ms: int | None = None
+    result_seq: int | None = None
+
+    def sent_before(self, d: "Delivery") -> bool:
+        # one member's events are ordered exactly; across members, by wall clock
+        return self.seq < d.seq if self.member == d.member else self.t <= d.t
+
+    def answered_before(self, d: "Delivery") -> bool:
+        if self.result_seq is None:
+            return False
+        return self.result_seq < d.seq if self.member == d.member else self.result_ms <= d.t
+
+
+class GroupLog:
+    """Every delivery and commit of a group's members, from their event streams, with the checks
+    that make "each record is processed by one member" and "nothing is skipped across a
+    rebalance" precise:
+
+    - every produced record is delivered, with its value, and nothing else is;
+    - within one assignment a member's offsets of a partition are consecutive;
+    - a member that is (re)assigned a partition starts at the group's committed offset at that
+      moment: the last acknowledged commit, or the offset of a commit whose answer never arrived
+      or failed (the broker may have stored it);
+    - a record is delivered more than once only when at most one of those deliveries was followed
+      by an acknowledged commit covering it, and no delivery happens after such an acknowledgment
+      (records processed but not yet committed when a member dies or a commit fails may be
+      processed again; committed ones never).
+    """
+
+    def __init__(self, members, initial: dict[int, int] | None = None):
+        self.initial = dict(initial or {})
+        self.deliveries: list[Delivery] = []
+        self.commits: list[CommitAttempt] = []
+        self.problems: list[str] = []
+        for m in members:
+            self._parse(m)
+
+    def _parse(self, m) -> None:
+        fresh: set[int] = set()  # partitions assigned since the member's last delivery of them
+        last: dict[int, int] = {}  # last offset delivered per partition in the current assignment
+        pending: list[Delivery] = []  # delivered since the last commit attempt
+        attempt: CommitAttempt | None = None
+        for seq, e in enumerate(m.events()):
+            ev = e["ev"]
+            if ev == "assigned":
+                fresh |= set(e["partitions"])
+                for p in e["partitions"]:
+                    last.pop(p, None)
+            elif ev in ("revoked", "lost"):
+                fresh -= set(e["partitions"])
+                for p in e["partitions"]:
+                    last.pop(p, None)
+            elif ev == "assignment":
+                fresh = set(e["partitions"])
+                last.clear()
+            elif ev == "rebalancing":
+                fresh = set()
+                last.clear()
+            elif ev == "records":
+                for p, o, v in e["records"]:
+                    d = Delivery(m.name, p, o, v, e["t"], seq)
+                    if p in fresh:
+                        d.run_start = True
+                        fresh.discard(p)
+                    elif p not in last:
+                        self.problems.append(f"{m.name}: record {p}@{o} delivered without an assignment of partition {p}")
+                    elif o != last[p] + 1:
+                        self.problems.append(f"{m.name}: partition {p} went from offset {last[p]} to {o} within one assignment")
+                    last[p] = o
+                    pending.append(d)
+                    self.deliveries.append(d)
+            elif ev == "committing":
+                attempt = CommitAttempt(m.name, e["t"], seq, {int(k): v for k, v in e["offsets"].items()})
+                self.commits.append(attempt)
+            elif ev in ("committed", "commit_failed"):
+                if attempt is None:
+                    self.problems.append(f"{m.name}: {ev} without a commit attempt")
+                    continue
+                attempt.ok = ev == "committed"
+                attempt.result_ms = e["t"]
+                attempt.result_seq = seq
+                if attempt.ok:
+                    for d in pending:
+                        if d.offset < attempt.offsets.get(d.partition, -1):
+                            d.confirmed_ms = e["t"]
+                            d.confirmed_seq = seq
+                pending = []
+                attempt = None
+
+    # ---- queries ----------------------------------------------------------------------------
+    def by_record(self) -> dict[tuple[int, int], list[Delivery]]:
+        out: dict[tuple[int, int], list[Delivery]] = defaultdict(list)
+        for d in self.deliveries:
+            out[(d.partition, d.offset)].append(d)
+        return out
+
+    def committed(self) -> dict[int, int]:
+        """Per partition, the highest offset any member's acknowledged commit reached."""
+        out = dict(self.initial)
+        for c in self.commits:
+            if c.ok:
+                for p, o in c.offsets.items():
+                    out[p] = max(out.get(p, 0), o)
+        return out
+
+    def allowed_starts(self, d: Delivery) -> set[int]:
+        """Offsets the first delivery `d` of a newly assigned partition may have: the committed
+        offset of the partition at that moment."""
+        p = d.partition
+        base, base_c = self.initial.get(p, 0), None
+        for c in self.commits:
+            if c.ok and p in c.offsets and c.answered_before(d) and (base_c is None or c.t >= base_c.t):
+                base, base_c = c.offsets[p], c
+        allowed = {base}
+        for c in self.commits:
+            if p not in c.offsets or c is base_c or not c.sent_before(d):
+                continue
+            if base_c is not None and c.t < base_c.t:
+                continue
+            if not c.ok or not c.answered_before(d):
+                allowed.add(c.offsets[p])  # failed, unanswered or in flight: may be stored
+        return allowed
+
+    def violations(self, expected: dict[tuple[int, int], str], exactly_once=()) -> list[str]:
+        """Problems with the deliveries against `expected` ({(partition, offset): value}, every
+        record of the topic); records in `exactly_once` must have been delivered exactly once."""
+        out = list(self.problems)
+        deliveries = self.by_record()
+        missing = sorted(k for k in expected if k not in deliveries)
+        if missing:
+            out.append(f"{len(missing)} records never delivered, first {missing[:10]}")
+        for key, ds in sorted(deliveries.items()):
+            if key not in expected:
+                out.append(f"record {key} delivered to {[d.member for d in ds]} but never produced")
+                continue
+            for d in ds:
+                if d.value != expected[key]:
+                    out.append(f"record {key} delivered to {d.member} with value {d.value!r}, produced {expected[key]!r}")
+            confirmed = [d for d in ds if d.confirmed_ms is not None]
+            if len(confirmed) > 1:
+                out.append(f"record {key} processed and committed by {[d.member for d in confirmed]}")
+            for c in confirmed:
+                again = [
+                    d
+                    for d in ds
+                    if d is not c and (d.seq > c.confirmed_seq if d.member == c.member else d.t > c.confirmed_ms)
+                ]
+                if again:
+                    out.append(
+                        f"record {key} delivered again to {[d.member for d in again]} after {c.member}'s commit "
+                        f"covering it was acknowledged"
+                    )
+        for d in self.deliveries:
+            if d.run_start:
+                allowed = self.allowed_starts(d)
+                if d.offset not in allowed:
+                    out.append(
+                        f"{d.member} started partition {d.partition} at offset {d.offset}; the group's committed "
+                        f"offset was {sorted(allowed)}"
+                    )
+        for key in exactly_once:
+            n = len(deliveries.get(key, ()))
+            if n > 1:
+                out.append(f"record {key} delivered {n} times in steady state: {[d.member for d in deliveries[key]]}")
+        return out
+
+
+def js_group_admin(bootstrap: str, op: str, timeout: float = 60, **request) -> dict | list:
+    """kafkajs admin over group_consumer.js: fetchOffsets, describeGroups, listGroups."""
+    res = subprocess.run(
+        ["node", str(JS_DIR / "group_consumer.js"), "admin", json.dumps({"brokers": [bootstrap], "op": op, **request})],
+        capture_output=True,
+        timeout=timeout,
+        cwd=JS_DIR,
+    )
+    if res.returncode != 0:
+        raise JsError(f"admin {op}", res.returncode, res.stderr.decode(errors="replace"))
+    return json.loads(res.stdout)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "group-member":
+        sys.exit(group_member_main(sys.argv[2:]))
+    raise SystemExit("usage: support.py group-member CONF_JSON")
