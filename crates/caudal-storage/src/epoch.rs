@@ -107,6 +107,33 @@ impl LeaderEpochCache {
         changed
     }
 
+    /// After the log start offset moved up to `start_offset` (Kafka's `truncateFromStart`):
+    /// entries starting at or below it are removed, and the last of them is kept with its start
+    /// moved to `start_offset`, so the epoch in force there stays known. Returns whether it
+    /// changed.
+    pub fn truncate_from_start(&mut self, start_offset: Offset) -> bool {
+        let below = self
+            .entries
+            .partition_point(|entry| entry.start_offset <= start_offset);
+        let Some(last_below) = below.checked_sub(1).map(|index| self.entries[index]) else {
+            return false;
+        };
+        if below == 1 && last_below.start_offset == start_offset {
+            return false;
+        }
+        self.entries.drain(..below);
+        self.entries.insert(
+            0,
+            EpochEntry {
+                epoch: last_below.epoch,
+                start_offset,
+            },
+        );
+        self.dirty = true;
+        debug_assert!(self.is_monotonic());
+        true
+    }
+
     /// Forgets everything.
     pub fn clear(&mut self) {
         if !self.entries.is_empty() {
@@ -220,6 +247,25 @@ mod tests {
             .iter()
             .map(|entry| (entry.epoch.0, entry.start_offset.0))
             .collect()
+    }
+
+    #[test]
+    fn truncating_from_start_keeps_the_epoch_in_force() {
+        let mut epochs = cache(&[(1, 0), (3, 100), (5, 200)]);
+        assert!(!epochs.truncate_from_start(Offset(0)));
+        assert!(epochs.truncate_from_start(Offset(150)));
+        assert_eq!(pairs(&epochs), vec![(3, 150), (5, 200)]);
+        assert!(epochs.is_dirty());
+        assert!(epochs.truncate_from_start(Offset(200)));
+        assert_eq!(pairs(&epochs), vec![(5, 200)]);
+        assert!(!epochs.truncate_from_start(Offset(200)));
+        assert!(epochs.truncate_from_start(Offset(900)));
+        assert_eq!(pairs(&epochs), vec![(5, 900)]);
+        let mut empty = LeaderEpochCache::default();
+        assert!(!empty.truncate_from_start(Offset(10)));
+        let mut later = cache(&[(2, 50)]);
+        assert!(!later.truncate_from_start(Offset(10)));
+        assert_eq!(pairs(&later), vec![(2, 50)]);
     }
 
     #[test]

@@ -13,20 +13,32 @@
 //!   duplicate / out-of-order / fencing rules, persisted as `<offset>.snapshot` files.
 //! - **Durability**: group-commit `flush_to`, the recovery point, checkpoint files, the
 //!   clean-shutdown marker, and **recovery** of unflushed data after a crash.
+//! - **Log lifecycle**: retention by time, size and log start offset (segments renamed
+//!   `.deleted`, removed after `file.delete.delay.ms`), DeleteRecords (the log start offset and
+//!   its checkpoint), and the **log cleaner** for compacted topics (bounded key map, tombstone
+//!   delete horizons, crash-safe `.cleaned` → `.swap` → live swap, `cleaner-offset-checkpoint`).
 //!
 //! ## Main types
 //! - [`LogManager`]: open (load / recover) a data directory, create, get, delete logs, checkpoint,
 //!   shut down.
 //! - [`PartitionLog`]: `append_as_leader`, `append_as_follower`, `read`, `flush_to`, `roll`,
-//!   `truncate_to`, timestamp and epoch lookups, producer state. `Send + Sync`, shared as
-//!   `Arc<PartitionLog>`.
-//! - [`LogConfig`], [`AppendOutcome`], [`ReadOutcome`], [`RecoveryReport`], [`StorageError`].
+//!   `truncate_to`, timestamp and epoch lookups, producer state; `delete_old_segments`,
+//!   `delete_records_before`, `delete_pending_files`, `cleanable`, `clean`, `size_bytes`.
+//!   `Send + Sync`, shared as `Arc<PartitionLog>`.
+//! - [`LogCleaner`] (one per cleaner thread: picks the filthiest log, owns the [`OffsetMap`]).
+//! - [`LogConfig`], [`CleanupPolicy`], [`CleanerConfig`], [`AppendOutcome`], [`ReadOutcome`],
+//!   [`RetentionOutcome`], [`CleanableInfo`], [`CleanOutcome`], [`RecoveryReport`],
+//!   [`StorageError`].
 //!
 //! ## Modules
 //! - `manager`: [`LogManager`], data-directory checkpoints, the background flusher of rolled
 //!   segments.
 //! - `log`: [`PartitionLog`] — append, read, flush, roll, truncate, lookups.
-//! - `load`: loading and crash recovery of one partition directory.
+//! - `retention`: retention, DeleteRecords, delayed removal of `.deleted` files.
+//! - `cleaner`: the log cleaner — cleanable range, key map, segment rewriting, the swap.
+//! - `records`: looking inside batches (decompression, records, rewriting) for the cleaner and
+//!   the keyless-record check; never on the append path of non-compacted topics.
+//! - `load`: loading and crash recovery of one partition directory, finishing interrupted swaps.
 //! - `segment`: one segment's files, positional reads, scans, recovery and truncation.
 //! - `index`: in-memory offset/time indexes, their file formats, the shared indexing rule.
 //! - `epoch`: the leader-epoch cache and its checkpoint file.
@@ -43,12 +55,16 @@
 //!   the append lock, and truncation excludes them while it rewrites files.
 //! - Everything below the recovery point is fsynced, and the recovery-point checkpoint on disk is
 //!   never above the durable data.
+//! - Retention and the cleaner never block appends or reads: the cleaner holds the append lock
+//!   only for the final swap, and a crash at any step leaves the old or the new segments, never
+//!   a mix and never a loss.
 //! - Bytes read from disk never cause a panic: corrupt segments, indexes, checkpoints and
 //!   snapshots are recovered from (truncated, rebuilt, or treated as absent) or reported as
 //!   [`StorageError::CorruptFile`].
 //! - After an I/O error the data directory is offline: later operations return
 //!   [`StorageError::LogDirFailed`]; a failed fsync is never retried.
 
+mod cleaner;
 mod config;
 mod epoch;
 mod error;
@@ -58,16 +74,57 @@ mod load;
 mod log;
 mod manager;
 mod producer;
+mod records;
+mod retention;
 mod segment;
 
-pub use config::{LogConfig, TimestampType};
+pub use cleaner::{
+    CleanOutcome, CleanReport, CleanableInfo, LogCleaner, OFFSET_MAP_SLOT_BYTES, OffsetMap,
+};
+pub use config::{CleanerConfig, CleanupPolicy, LogConfig, TimestampType};
 pub use error::StorageError;
 pub use load::{CorruptionSite, RecoveryReport};
 pub use log::{AppendOutcome, PartitionLog, ProducerStateSummary, ReadOutcome};
 pub use manager::{
-    CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_CHECKPOINT_FILE, LogManager,
-    RECOVERY_POINT_CHECKPOINT_FILE,
+    CLEAN_SHUTDOWN_FILE, CLEANER_OFFSET_CHECKPOINT_FILE, LOG_START_OFFSET_CHECKPOINT_FILE,
+    LogManager, RECOVERY_POINT_CHECKPOINT_FILE,
 };
+pub use retention::{DeletedSegment, DeletionReason, RetentionOutcome};
+
+/// Maintenance steps a test can stop at, leaving the files as a crash there would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CrashPoint {
+    /// The cleaned segment is written and fsynced as `.cleaned`.
+    CleanedWritten,
+    /// The cleaned segment was renamed `.swap`.
+    SwapRenamed,
+    /// The replaced segments were renamed `.deleted`.
+    OldSegmentsDeleted,
+    /// The `.swap` files were renamed into place, before the directory fsync.
+    SwapInstalled,
+    /// Retention renamed segments `.deleted`, before the directory fsync and the checkpoint.
+    RetentionRenamed,
+}
+
+/// What a test failpoint does when reached.
+#[cfg(test)]
+pub(crate) enum FailAction {
+    /// Stop there with an error, leaving the files as they are.
+    Crash,
+    /// Run this, then carry on.
+    Run(Box<dyn FnOnce() + Send>),
+}
+
+/// A one-shot test failpoint: fires at the `skip + 1`-th time `point` is reached.
+#[cfg(test)]
+pub(crate) struct Failpoint {
+    pub point: CrashPoint,
+    pub skip: usize,
+    pub action: FailAction,
+}
+
+#[cfg(test)]
+mod lifecycle_tests;
 
 #[cfg(test)]
 mod send_sync {

@@ -18,14 +18,15 @@ use crate::epoch::{LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache};
 use crate::error::{StorageError, io_error};
 use crate::files::{
     PARTITION_METADATA_FILE, TMP_SUFFIX, decode_partition_metadata, read_if_exists,
-    remove_file_if_exists,
+    remove_file_if_exists, sync_dir,
 };
 use crate::log::{
     LogContext, LogParts, PartitionLog, rebuild_producer_state, replay_segments,
     write_epoch_checkpoint,
 };
 use crate::segment::{
-    Corruption, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, parse_segment_file_name,
+    BatchAt, CLEANED_SUFFIX, ChunkReader, Corruption, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX,
+    SWAP_SUFFIX, Segment, TIME_INDEX_SUFFIX, parse_segment_file_name, segment_file_name,
 };
 
 /// What loading one log found and did. Every log gets one; `clean_shutdown` logs normally report
@@ -53,9 +54,11 @@ pub struct RecoveryReport {
     /// Valid-looking batches in those deleted segments (bytes after the first bad byte in the
     /// corrupt segment itself cannot be counted as batches).
     pub batches_dropped: u64,
-    /// Leftover files and directories removed (`*.deleted`, `*.cleaned`, `*.swap`, `*.tmp`,
-    /// orphan indexes).
+    /// Leftover files and directories removed (`*.deleted`, `*.cleaned`, incomplete `*.swap`,
+    /// `*.tmp`, orphan indexes).
     pub leftovers_removed: usize,
+    /// Cleaned segments (`<base>.log.swap`) an interrupted compaction left, swapped in.
+    pub swaps_completed: usize,
     /// The leader-epoch checkpoint was missing or corrupt and was rebuilt from the batches.
     pub leader_epochs_rebuilt: bool,
     /// The producer snapshot producer state was loaded from, if any.
@@ -80,14 +83,121 @@ pub(crate) struct LoadParams<'a> {
     pub clean_shutdown: bool,
     pub recovery_point: Option<Offset>,
     pub log_start_offset: Option<Offset>,
+    pub cleaner_checkpoint: Option<Offset>,
     pub now: TimestampMs,
     pub context: LogContext,
 }
 
-fn is_leftover(name: &str) -> bool {
-    [".deleted", ".cleaned", ".swap", TMP_SUFFIX]
+/// The base offset of a segment file (`.log`, `.index` or `.timeindex`) named with `suffix`
+/// after its usual name.
+fn segment_file_base(name: &str, suffix: &str) -> Option<Offset> {
+    let name = name.strip_suffix(suffix)?;
+    [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
         .iter()
-        .any(|suffix| name.ends_with(suffix))
+        .find_map(|kind| parse_segment_file_name(name, kind))
+}
+
+/// The offset after the last valid batch of the segment file at `path` based at `base`.
+fn next_offset_of(path: &Path, base: Offset) -> Result<Offset, StorageError> {
+    let file = std::fs::File::open(path).map_err(io_error(path))?;
+    let size = file.metadata().map_err(io_error(path))?.len();
+    let mut reader = ChunkReader::new(&file, path, base, size, 64 * 1024);
+    let mut position = 0u64;
+    let mut next = base;
+    while let BatchAt::Batch(header) = reader.batch_at(position, true)? {
+        if header.base_offset < next {
+            break;
+        }
+        next = header.next_offset();
+        position += header.size_bytes() as u64;
+    }
+    Ok(next)
+}
+
+/// Tidies what an interrupted retention or compaction left (Kafka's
+/// `removeTempFilesAndCollectSwapFiles` and swap completion): removes `.deleted` and `.tmp`
+/// files; removes `.cleaned` files and any `.swap` file based at or above the lowest `.cleaned`
+/// one (its rename was not finished); completes every remaining `<base>.log.swap` — the live
+/// segments based in `[base, the swap's next offset)` are deleted, the directory fsynced, then
+/// the swap renamed into place; its index files are dropped so loading rebuilds them.
+fn tidy_leftovers(
+    dir: &Path,
+    tp: &TopicPartition,
+    report: &mut RecoveryReport,
+) -> Result<(), StorageError> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    let cleaned_min = names
+        .iter()
+        .filter_map(|name| segment_file_base(name, CLEANED_SUFFIX))
+        .min();
+    let mut swaps = Vec::new();
+    let mut changed = false;
+    for name in &names {
+        let path = dir.join(name);
+        if name.ends_with(DELETED_SUFFIX) || name.ends_with(TMP_SUFFIX) {
+            remove_file_if_exists(&path)?;
+            report.leftovers_removed += 1;
+            changed = true;
+        } else if name.ends_with(CLEANED_SUFFIX) {
+            tracing::warn!(topic_partition = %tp, file = %name, "removing a file of an unfinished compaction");
+            remove_file_if_exists(&path)?;
+            report.leftovers_removed += 1;
+            changed = true;
+        } else if name.ends_with(SWAP_SUFFIX) {
+            let base = segment_file_base(name, SWAP_SUFFIX);
+            let log_swap = name
+                .strip_suffix(SWAP_SUFFIX)
+                .and_then(|log| parse_segment_file_name(log, LOG_SUFFIX));
+            match (base, log_swap) {
+                (Some(base), Some(_)) if cleaned_min.is_none_or(|min| base < min) => {
+                    swaps.push(base);
+                }
+                _ => {
+                    // An index swap file (its index is rebuilt), an incomplete swap, or junk.
+                    remove_file_if_exists(&path)?;
+                    report.leftovers_removed += 1;
+                    changed = true;
+                }
+            }
+        }
+    }
+    if changed {
+        sync_dir(dir)?;
+    }
+    swaps.sort();
+    for base in swaps {
+        let swap_path = dir.join(format!(
+            "{}{SWAP_SUFFIX}",
+            segment_file_name(base, LOG_SUFFIX)
+        ));
+        let next = next_offset_of(&swap_path, base)?;
+        for name in &names {
+            let Some(live) = parse_segment_file_name(name, LOG_SUFFIX) else {
+                continue;
+            };
+            if live >= base && live < next.max(Offset(base.0 + 1)) {
+                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    remove_file_if_exists(&dir.join(segment_file_name(live, suffix)))?;
+                }
+            }
+        }
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            remove_file_if_exists(&dir.join(segment_file_name(base, suffix)))?;
+        }
+        sync_dir(dir)?;
+        let live_path = dir.join(segment_file_name(base, LOG_SUFFIX));
+        std::fs::rename(&swap_path, &live_path).map_err(io_error(&swap_path))?;
+        sync_dir(dir)?;
+        tracing::warn!(topic_partition = %tp, segment = base.0, next_offset = next.0, "completed the swap of a cleaned segment left by an interrupted compaction");
+        report.swaps_completed += 1;
+    }
+    Ok(())
 }
 
 /// Loads (and if needed recovers) the log in `params.dir`.
@@ -109,6 +219,7 @@ pub(crate) fn load_log(
         segments_deleted: 0,
         batches_dropped: 0,
         leftovers_removed: 0,
+        swaps_completed: 0,
         leader_epochs_rebuilt: false,
         producer_snapshot: None,
         producer_batches_replayed: 0,
@@ -132,6 +243,7 @@ pub(crate) fn load_log(
     };
 
     // Tidy leftovers and find the segments.
+    tidy_leftovers(dir, &tp, &mut report)?;
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
@@ -139,13 +251,7 @@ pub(crate) fn load_log(
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if is_leftover(&name) {
-            if name.ends_with(".swap") {
-                tracing::warn!(topic_partition = %tp, file = %name, "removing a swap file left by an unfinished compaction");
-            }
-            remove_file_if_exists(&entry.path())?;
-            report.leftovers_removed += 1;
-        } else if let Some(base) = parse_segment_file_name(&name, LOG_SUFFIX) {
+        if let Some(base) = parse_segment_file_name(&name, LOG_SUFFIX) {
             bases.push(base);
         } else if let Some(base) = parse_segment_file_name(&name, INDEX_SUFFIX)
             .or_else(|| parse_segment_file_name(&name, TIME_INDEX_SUFFIX))
@@ -380,6 +486,7 @@ pub(crate) fn load_log(
         log_start_offset,
         log_end_offset,
         recovery_point,
+        cleaner_checkpoint: params.cleaner_checkpoint,
         context: params.context,
     });
     Ok((log, report))

@@ -2,6 +2,8 @@
 //! truncate, timestamp and epoch lookups, producer state.
 //!
 //! Locking (acquire in this order; never the other way round):
+//! 0. `maintenance` — serialises the log cleaner and retention on this log (they never hold it
+//!    while waiting for anything but the locks below);
 //! 1. `flush_lock` — serialises fsyncs (group commit) and excludes them from truncation;
 //! 2. `append` — the append lock: segment list, producer state, roll decisions;
 //! 3. `truncation` — readers hold it shared for the whole read (including I/O); truncation holds it
@@ -89,6 +91,8 @@ pub(crate) enum RollReason {
     OffsetOverflow,
     LeaderEpochChange,
     Requested,
+    /// Retention is about to delete every segment, the active one included.
+    Retention,
 }
 
 /// A data directory's failure flag, shared by its logs: the first I/O error takes the whole
@@ -148,7 +152,7 @@ pub(crate) struct AppendState {
 }
 
 impl AppendState {
-    fn active(&self) -> &Arc<Segment> {
+    pub(crate) fn active(&self) -> &Arc<Segment> {
         self.segments
             .last()
             .expect("a partition log always has an active segment")
@@ -190,31 +194,55 @@ pub(crate) struct LogParts {
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
     pub recovery_point: Offset,
+    /// How far the log cleaner got (`cleaner-offset-checkpoint`), if it ever cleaned this log.
+    pub cleaner_checkpoint: Option<Offset>,
     pub context: LogContext,
+}
+
+/// Files renamed `.deleted`, to be removed once `due`.
+pub(crate) struct PendingDeletion {
+    pub due: TimestampMs,
+    pub paths: Vec<PathBuf>,
 }
 
 /// One partition's log. `Send + Sync`; share it as `Arc<PartitionLog>`.
 pub struct PartitionLog {
-    topic_partition: TopicPartition,
+    pub(crate) topic_partition: TopicPartition,
     topic_id: RwLock<Uuid>,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     config: RwLock<LogConfig>,
+    /// Held by a cleaning pass and by retention, never by appends, reads or flushes.
+    pub(crate) maintenance: Mutex<()>,
+    /// Set when the log is closing: a cleaning pass gives up at its next check.
+    pub(crate) maintenance_abort: AtomicBool,
     flush_lock: Mutex<()>,
-    append: Mutex<AppendState>,
-    truncation: RwLock<()>,
-    /// A copy of the segment list for readers, replaced on roll and truncation.
-    published: RwLock<Arc<[Arc<Segment>]>>,
-    epochs: Mutex<LeaderEpochCache>,
+    pub(crate) append: Mutex<AppendState>,
+    pub(crate) truncation: RwLock<()>,
+    /// Bumped by every truncation (under the append lock): a cleaning pass that started before
+    /// gives up rather than swap in segments cleaned from data that is gone.
+    pub(crate) truncation_generation: AtomicU64,
+    /// A copy of the segment list for readers, replaced on roll, truncation, retention and
+    /// compaction.
+    pub(crate) published: RwLock<Arc<[Arc<Segment>]>>,
+    pub(crate) epochs: Mutex<LeaderEpochCache>,
     log_end_offset: AtomicI64,
-    log_start_offset: AtomicI64,
-    recovery_point: AtomicI64,
+    pub(crate) log_start_offset: AtomicI64,
+    pub(crate) recovery_point: AtomicI64,
+    /// The first offset the log cleaner has not cleaned; -1 before the first cleaning.
+    pub(crate) cleaner_checkpoint: AtomicI64,
+    /// Deleted segments' files waiting for `file.delete.delay.ms`.
+    pub(crate) pending_deletions: Mutex<Vec<PendingDeletion>>,
     /// fsync rounds performed by `flush_to` (a metric; Kafka's LogFlushRate).
     flush_count: AtomicU64,
     closed: AtomicBool,
-    failure: Arc<DirFailure>,
+    pub(crate) failure: Arc<DirFailure>,
     flusher: Option<mpsc::Sender<FlusherMessage>>,
-    manager: Weak<ManagerShared>,
+    pub(crate) manager: Weak<ManagerShared>,
     self_ref: Weak<PartitionLog>,
+    /// Test-only failpoint: a maintenance step at which to stop as a crash would, or to run
+    /// something (a truncation) in between.
+    #[cfg(test)]
+    pub(crate) failpoint: Mutex<Option<crate::Failpoint>>,
 }
 
 /// One batch of an append, validated.
@@ -269,6 +297,28 @@ fn parse_leader_batches(
     }
     debug_assert_eq!(position, batches.len());
     Ok(parsed)
+}
+
+/// Kafka's rule for compacted topics: every record needs a key (a keyless record could never be
+/// compacted away). Looks inside each batch, decompressing with a bounded output size.
+fn check_keys(batches: &[u8], parsed: &[ParsedBatch]) -> Result<(), StorageError> {
+    for batch in parsed {
+        match crate::records::has_keyless_record(&batches[batch.start..batch.end], &batch.header) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(StorageError::InvalidRecord {
+                    reason: "Compacted topic cannot accept message without key",
+                });
+            }
+            Err(error) => {
+                tracing::debug!(%error, "refusing a batch whose records cannot be decoded on a compacted topic");
+                return Err(StorageError::InvalidRecord {
+                    reason: "the records of a batch for a compacted topic cannot be decoded",
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Validates a buffer replicated from the leader: one or more whole v2 batches with good CRCs.
@@ -341,6 +391,8 @@ impl PartitionLog {
             topic_id: RwLock::new(parts.topic_id),
             dir: parts.dir,
             config: RwLock::new(parts.config),
+            maintenance: Mutex::new(()),
+            maintenance_abort: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
             append: Mutex::new(AppendState {
                 segments: parts.segments,
@@ -350,17 +402,24 @@ impl PartitionLog {
                 dir_needs_sync: false,
             }),
             truncation: RwLock::new(()),
+            truncation_generation: AtomicU64::new(0),
             published: RwLock::new(published),
             epochs: Mutex::new(parts.epochs),
             log_end_offset: AtomicI64::new(parts.log_end_offset.0),
             log_start_offset: AtomicI64::new(parts.log_start_offset.0),
             recovery_point: AtomicI64::new(parts.recovery_point.0),
+            cleaner_checkpoint: AtomicI64::new(
+                parts.cleaner_checkpoint.map_or(-1, |offset| offset.0),
+            ),
+            pending_deletions: Mutex::new(Vec::new()),
             flush_count: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             failure: parts.context.failure,
             flusher: parts.context.flusher,
             manager: parts.context.manager,
             self_ref: self_ref.clone(),
+            #[cfg(test)]
+            failpoint: Mutex::new(None),
         })
     }
 
@@ -408,7 +467,7 @@ impl PartitionLog {
         *self.config.write() = config;
     }
 
-    /// Total bytes of all segments.
+    /// Total bytes of all segments (DescribeLogDirs' partition size).
     pub fn size_bytes(&self) -> u64 {
         self.published
             .read()
@@ -468,7 +527,7 @@ impl PartitionLog {
         self.append.lock().producers.len()
     }
 
-    fn check_open(&self) -> Result<(), StorageError> {
+    pub(crate) fn check_open(&self) -> Result<(), StorageError> {
         self.failure.check()?;
         if self.closed.load(Ordering::Acquire) {
             return Err(StorageError::LogClosed {
@@ -479,7 +538,7 @@ impl PartitionLog {
     }
 
     /// Passes `result` through, taking the data directory offline on an I/O error.
-    fn note_fatal<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+    pub(crate) fn note_fatal<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
         if let Err(error) = &result
             && matches!(error, StorageError::Io { .. })
         {
@@ -488,11 +547,11 @@ impl PartitionLog {
         result
     }
 
-    fn publish_segments(&self, state: &AppendState) {
+    pub(crate) fn publish_segments(&self, state: &AppendState) {
         *self.published.write() = state.segments.clone().into();
     }
 
-    fn out_of_range(&self, requested: Offset) -> StorageError {
+    pub(crate) fn out_of_range(&self, requested: Offset) -> StorageError {
         StorageError::OffsetOutOfRange {
             requested,
             log_start_offset: self.log_start_offset(),
@@ -509,8 +568,12 @@ impl PartitionLog {
     ) -> Result<AppendOutcome, StorageError> {
         self.check_open()?;
         let config = self.config();
-        // CPU work (CRC over the whole payload) happens before taking the append lock.
+        // CPU work (CRC over the whole payload, and on compacted topics decoding the records to
+        // find keyless ones) happens before taking the append lock.
         let parsed = parse_leader_batches(batches, config.max_message_bytes)?;
+        if config.cleanup_policy.compact() {
+            check_keys(batches, &parsed)?;
+        }
         let mut state = self.append.lock();
         self.check_open()?;
         let result = self.append_locked(&mut state, batches, &parsed, leader_epoch, now, &config);
@@ -814,7 +877,7 @@ impl PartitionLog {
     /// Starts a new active segment at `new_base` (≥ the log end offset). An empty active segment
     /// is not rolled: it is kept, or re-created at `new_base` if that differs (a follower append
     /// after a gap in offsets).
-    fn roll_locked(
+    pub(crate) fn roll_locked(
         &self,
         state: &mut AppendState,
         new_base: Offset,
@@ -1130,6 +1193,7 @@ impl PartitionLog {
             return Ok(());
         }
         let exclusive = self.truncation.write();
+        self.truncation_generation.fetch_add(1, Ordering::AcqRel);
         let result = if offset < state.segments[0].base_offset {
             self.truncate_fully_locked(&mut state, offset)
         } else {
@@ -1154,6 +1218,7 @@ impl PartitionLog {
         let mut state = self.append.lock();
         self.check_open()?;
         let exclusive = self.truncation.write();
+        self.truncation_generation.fetch_add(1, Ordering::AcqRel);
         let result = self.truncate_fully_locked(&mut state, offset);
         drop(exclusive);
         self.note_fatal(result)?;
@@ -1161,7 +1226,7 @@ impl PartitionLog {
         self.note_fatal(checkpointed)
     }
 
-    fn write_dir_checkpoints(&self) -> Result<(), StorageError> {
+    pub(crate) fn write_dir_checkpoints(&self) -> Result<(), StorageError> {
         match self.manager.upgrade() {
             Some(manager) => manager.write_checkpoints(),
             None => Ok(()),
@@ -1187,6 +1252,7 @@ impl PartitionLog {
         self.log_end_offset.store(new_end.0, Ordering::Release);
         self.recovery_point.fetch_min(new_end.0, Ordering::AcqRel);
         self.log_start_offset.fetch_min(new_end.0, Ordering::AcqRel);
+        self.lower_cleaner_checkpoint(new_end);
         {
             let mut epochs = self.epochs.lock();
             if epochs.truncate_from_end(new_end) {
@@ -1235,6 +1301,7 @@ impl PartitionLog {
         self.log_end_offset.store(offset.0, Ordering::Release);
         self.log_start_offset.store(offset.0, Ordering::Release);
         self.recovery_point.store(offset.0, Ordering::Release);
+        self.lower_cleaner_checkpoint(offset);
         {
             let mut epochs = self.epochs.lock();
             epochs.clear();
@@ -1249,9 +1316,11 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Closes the log for good: waits for in-flight appends, reads and fsyncs; later calls return
-    /// `LogClosed`.
+    /// Closes the log for good: stops a cleaning pass (at its next check) and waits for in-flight
+    /// retention, appends, reads and fsyncs; later calls return `LogClosed`.
     pub(crate) fn close(&self) {
+        self.maintenance_abort.store(true, Ordering::Release);
+        let _maintenance = self.maintenance.lock();
         let _flush = self.flush_lock.lock();
         let _state = self.append.lock();
         let _exclusive = self.truncation.write();
@@ -1261,6 +1330,8 @@ impl PartitionLog {
     /// Clean shutdown of this log: flush everything, write a durable producer snapshot at the log
     /// end offset and the leader-epoch checkpoint, fsync the active segment's indexes, close.
     pub(crate) fn shutdown(&self) -> Result<(), StorageError> {
+        self.maintenance_abort.store(true, Ordering::Release);
+        let _maintenance = self.maintenance.lock();
         self.flush_inner(self.log_end_offset(), true)?;
         let _flush = self.flush_lock.lock();
         let state = self.append.lock();

@@ -3,8 +3,9 @@
 //! segments, and clean shutdown.
 //!
 //! Data-directory files:
-//! - `recovery-point-offset-checkpoint`, `log-start-offset-checkpoint`: Kafka's text format (see
-//!   [`crate::files`]), written tmp → fsync → rename → fsync dir;
+//! - `recovery-point-offset-checkpoint`, `log-start-offset-checkpoint`,
+//!   `cleaner-offset-checkpoint`: Kafka's text format (see [`crate::files`]), written tmp → fsync
+//!   → rename → fsync dir;
 //! - `.caudal_cleanshutdown`: present only between a clean shutdown and the next open;
 //! - `<topic>-<partition>/`: one directory per log; `<topic>-<partition>.<uuid>-delete/` while a
 //!   deleted log's directory is being removed.
@@ -35,6 +36,8 @@ use crate::segment::Segment;
 pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
 /// File name of the log-start-offset checkpoint in a data directory.
 pub const LOG_START_OFFSET_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
+/// File name of the log cleaner's checkpoint (first uncleaned offset per compacted log).
+pub const CLEANER_OFFSET_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 /// The clean-shutdown marker.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".caudal_cleanshutdown";
 /// Suffix of a deleted log's directory while it is removed.
@@ -67,8 +70,37 @@ impl ManagerShared {
         self.logs.read().values().cloned().collect()
     }
 
-    /// Writes both checkpoint files from the logs' current recovery points and log start offsets.
-    /// Reads only atomics of the logs, so it may be called while a log holds its own locks.
+    /// Writes the cleaner checkpoint file from the logs' cleaner checkpoints (logs never cleaned
+    /// have no entry). Reads only atomics of the logs.
+    pub(crate) fn write_cleaner_checkpoint(&self) -> Result<(), StorageError> {
+        self.failure.check()?;
+        let _serialized = self.checkpoint_lock.lock();
+        self.write_cleaner_checkpoint_locked()
+    }
+
+    fn write_cleaner_checkpoint_locked(&self) -> Result<(), StorageError> {
+        let cleaned: BTreeMap<TopicPartition, Offset> = self
+            .logs_snapshot()
+            .iter()
+            .filter_map(|log| {
+                log.cleaner_checkpoint()
+                    .map(|offset| (log.topic_partition().clone(), offset))
+            })
+            .collect();
+        let result = write_atomic(
+            &self.data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE),
+            encode_offset_checkpoint(&cleaned).as_bytes(),
+            true,
+        );
+        if let Err(error) = &result {
+            self.failure.fail(error);
+        }
+        result
+    }
+
+    /// Writes the three checkpoint files from the logs' current recovery points, log start
+    /// offsets and cleaner checkpoints. Reads only atomics of the logs, so it may be called while
+    /// a log holds its own locks.
     pub(crate) fn write_checkpoints(&self) -> Result<(), StorageError> {
         self.failure.check()?;
         let _serialized = self.checkpoint_lock.lock();
@@ -96,7 +128,8 @@ impl ManagerShared {
         if let Err(error) = &result {
             self.failure.fail(error);
         }
-        result
+        result?;
+        self.write_cleaner_checkpoint_locked()
     }
 }
 
@@ -158,6 +191,8 @@ impl LogManager {
             read_checkpoint_or_warn(&data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE))?;
         let log_start_offsets =
             read_checkpoint_or_warn(&data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE))?;
+        let cleaner_checkpoints =
+            read_checkpoint_or_warn(&data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE))?;
 
         let failure = Arc::new(DirFailure::new(data_dir.to_path_buf()));
         let shared = Arc::new(ManagerShared {
@@ -207,6 +242,7 @@ impl LogManager {
                 clean_shutdown,
                 recovery_point: recovery_points.get(&tp).copied(),
                 log_start_offset: log_start_offsets.get(&tp).copied(),
+                cleaner_checkpoint: cleaner_checkpoints.get(&tp).copied(),
                 now,
                 context: LogContext {
                     failure: Arc::clone(&failure),
@@ -319,6 +355,7 @@ impl LogManager {
             log_start_offset: Offset(0),
             log_end_offset: Offset(0),
             recovery_point: Offset(0),
+            cleaner_checkpoint: None,
             context: self.context(),
         });
         self.shared
@@ -382,9 +419,24 @@ impl LogManager {
         self.shared.write_checkpoints()
     }
 
-    /// Writes the recovery-point and log-start-offset checkpoint files.
+    /// Writes the recovery-point, log-start-offset and cleaner-offset checkpoint files.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
         self.shared.write_checkpoints()
+    }
+
+    /// Removes the files of every log's deleted segments whose `file.delete.delay.ms` has passed
+    /// by `now` (see [`PartitionLog::delete_pending_files`]); returns how many files went. The
+    /// server calls this periodically, e.g. with each retention check.
+    pub fn delete_pending_files(&self, now: TimestampMs) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        for log in self.logs() {
+            match log.delete_pending_files(now) {
+                Ok(count) => removed += count,
+                Err(StorageError::LogClosed { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(removed)
     }
 
     /// Waits until the background flusher has handled every roll flush requested so far. For

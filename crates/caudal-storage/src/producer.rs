@@ -191,6 +191,15 @@ impl ProducerStates {
         self.producers.len()
     }
 
+    /// Each producer's last data offset (the last offset of its newest batch), which the log
+    /// cleaner must keep so the producer's last sequence survives compaction.
+    pub fn last_data_offsets(&self) -> HashMap<ProducerId, Offset> {
+        self.producers
+            .iter()
+            .filter_map(|(id, entry)| entry.batches.back().map(|batch| (*id, batch.last_offset)))
+            .collect()
+    }
+
     pub fn clear(&mut self) {
         self.producers.clear();
     }

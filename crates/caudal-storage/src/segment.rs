@@ -30,6 +30,13 @@ pub(crate) const LOG_SUFFIX: &str = ".log";
 pub(crate) const INDEX_SUFFIX: &str = ".index";
 /// Suffix of time index files.
 pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// Appended to a segment's file names once retention or compaction removed it from the log;
+/// the files are removed `file.delete.delay.ms` later (or at the next startup).
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
+/// Appended to the file names of a segment the log cleaner is still writing.
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+/// Appended to the file names of a complete cleaned segment about to replace live segments.
+pub(crate) const SWAP_SUFFIX: &str = ".swap";
 
 /// Chunk size for sequential scans (recovery, replay, searches).
 const SCAN_CHUNK_BYTES: usize = 64 * 1024;
@@ -44,6 +51,13 @@ pub(crate) fn segment_file_name(base_offset: Offset, suffix: &str) -> String {
 /// The largest base offset a segment (or snapshot) file name may carry. Far beyond any real log,
 /// and low enough that offset arithmetic on it can never overflow.
 pub(crate) const BASE_OFFSET_MAX: i64 = i64::MAX / 2;
+
+/// `path` with `suffix` appended to its file name.
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
 
 /// Parses `<20 digits><suffix>`.
 pub(crate) fn parse_segment_file_name(name: &str, suffix: &str) -> Option<Offset> {
@@ -229,18 +243,22 @@ fn open_append(path: &Path, create: bool) -> Result<File, StorageError> {
 }
 
 impl Segment {
+    /// Opens the segment's files; with a non-empty `opened_suffix` the files opened are
+    /// `<name><suffix>` (a cleaned segment being written) while the segment keeps its live paths,
+    /// which its files get once renamed into place (open handles survive renames).
     fn open_files(
         dir: &Path,
         base_offset: Offset,
         now: TimestampMs,
         create: bool,
+        opened_suffix: &str,
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(segment_file_name(base_offset, LOG_SUFFIX));
         let index_path = dir.join(segment_file_name(base_offset, INDEX_SUFFIX));
         let time_index_path = dir.join(segment_file_name(base_offset, TIME_INDEX_SUFFIX));
-        let log = open_append(&log_path, create)?;
-        let index_file = open_append(&index_path, true)?;
-        let time_index_file = open_append(&time_index_path, true)?;
+        let log = open_append(&with_suffix(&log_path, opened_suffix), create)?;
+        let index_file = open_append(&with_suffix(&index_path, opened_suffix), true)?;
+        let time_index_file = open_append(&with_suffix(&time_index_path, opened_suffix), true)?;
         let size = log.metadata().map_err(io_error(&log_path))?.len();
         Ok(Segment {
             base_offset,
@@ -261,12 +279,99 @@ impl Segment {
         base_offset: Offset,
         now: TimestampMs,
     ) -> Result<Segment, StorageError> {
-        let segment = Self::open_files(dir, base_offset, now, true)?;
+        let segment = Self::open_files(dir, base_offset, now, true, "")?;
         if segment.size() > 0 {
             segment.truncate_log(0)?;
         }
         segment.truncate_index_files(0, 0)?;
         Ok(segment)
+    }
+
+    /// Creates the empty `.cleaned` files of a segment the log cleaner writes. The segment's paths
+    /// are the live ones: [`Self::rename_files`] moves the files there.
+    pub fn create_cleaned(
+        dir: &Path,
+        base_offset: Offset,
+        now: TimestampMs,
+    ) -> Result<Segment, StorageError> {
+        let segment = Self::open_files(dir, base_offset, now, true, CLEANED_SUFFIX)?;
+        if segment.size() > 0 {
+            segment.truncate_log(0)?;
+        }
+        segment.truncate_index_files(0, 0)?;
+        Ok(segment)
+    }
+
+    /// The segment's three file paths (log, offset index, time index).
+    pub fn paths(&self) -> [&Path; 3] {
+        [&self.log_path, &self.index_path, &self.time_index_path]
+    }
+
+    /// Renames the segment's files from `<path><from>` to `<path><to>` — the indexes first, the
+    /// `.log` last, so a `.log` with the new suffix means its indexes have it too. Returns the
+    /// new paths. Open handles keep working.
+    pub fn rename_files(&self, from: &str, to: &str) -> Result<Vec<PathBuf>, StorageError> {
+        let mut renamed = Vec::with_capacity(3);
+        for path in [&self.index_path, &self.time_index_path, &self.log_path] {
+            let source = with_suffix(path, from);
+            let target = with_suffix(path, to);
+            std::fs::rename(&source, &target).map_err(io_error(&source))?;
+            renamed.push(target);
+        }
+        Ok(renamed)
+    }
+
+    /// Removes the segment's files that carry `suffix` (a cleaned segment given up on).
+    pub fn delete_files_with_suffix(&self, suffix: &str) -> Result<(), StorageError> {
+        for path in self.paths() {
+            remove_file_if_exists(&with_suffix(path, suffix))?;
+        }
+        Ok(())
+    }
+
+    /// The `.log` file's modification time.
+    pub fn last_modified(&self) -> Result<TimestampMs, StorageError> {
+        let modified = self
+            .log
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .map_err(io_error(&self.log_path))?;
+        let millis = match modified.duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
+            Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        Ok(TimestampMs(millis))
+    }
+
+    /// Sets the `.log` file's modification time (a cleaned segment keeps its sources').
+    pub fn set_last_modified(&self, at: TimestampMs) -> Result<(), StorageError> {
+        let Ok(millis) = u64::try_from(at.0) else {
+            return Ok(());
+        };
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+        self.log
+            .set_modified(time)
+            .map_err(io_error(&self.log_path))
+    }
+
+    /// Kafka's `largestTimestamp`: the largest batch max timestamp, or the file's modification
+    /// time when the segment holds no timestamps.
+    pub fn largest_timestamp(&self) -> Result<TimestampMs, StorageError> {
+        match self.index.read().max_timestamp {
+            Some(max) if max.timestamp.0 >= 0 => Ok(max.timestamp),
+            _ => self.last_modified(),
+        }
+    }
+
+    /// A buffered positional reader over `[0, end)` of the `.log` file.
+    pub fn chunk_reader(&self, end: u64) -> ChunkReader<'_> {
+        ChunkReader::new(
+            &self.log,
+            &self.log_path,
+            self.base_offset,
+            end,
+            SCAN_CHUNK_BYTES,
+        )
     }
 
     /// Opens an existing segment's files; the in-memory index is empty until loaded or rebuilt.
@@ -275,7 +380,7 @@ impl Segment {
         base_offset: Offset,
         now: TimestampMs,
     ) -> Result<Segment, StorageError> {
-        Self::open_files(dir, base_offset, now, false)
+        Self::open_files(dir, base_offset, now, false, "")
     }
 
     /// Bytes readers may see.
