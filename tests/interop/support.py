@@ -597,14 +597,17 @@ def _text(v: bytes | None) -> str | None:
 
 
 def _ck_member(conf: dict, stop: threading.Event) -> int:
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     topic = conf["topic"]
     fatal: list = []
 
-    def on_error(err):
-        _member_emit("error", code=err.code(), name=err.name(), message=err.str(), fatal=err.fatal())
-        if err.fatal():
+    def on_error(err) -> None:
+        # librdkafka reports a fatal error (FENCED_INSTANCE_ID for a fenced static member) as an
+        # error event _FATAL, whose fatal() is false
+        is_fatal = err.fatal() or err.code() == KafkaError._FATAL
+        _member_emit("error", code=err.code(), name=err.name(), message=err.str(), fatal=is_fatal)
+        if is_fatal:
             fatal.append(err)
 
     cconf = {
@@ -646,18 +649,12 @@ def _ck_member(conf: dict, stop: threading.Event) -> int:
         try:
             msgs = c.consume(num_messages=conf.get("max_records", 100), timeout=0.1)
         except KafkaException as e:
-            err = e.args[0]
-            _member_emit("error", code=err.code(), name=err.name(), message=err.str(), fatal=err.fatal())
-            if err.fatal():
-                fatal.append(err)
+            on_error(e.args[0])
             continue
         batch = []
         for m in msgs:
             if m.error():
-                err = m.error()
-                _member_emit("error", code=err.code(), name=err.name(), message=err.str(), fatal=err.fatal())
-                if err.fatal():
-                    fatal.append(err)
+                on_error(m.error())
                 continue
             batch.append(m)
         if not batch:
@@ -1036,7 +1033,9 @@ class GroupLog:
     - a record is delivered more than once only when at most one of those deliveries was followed
       by an acknowledged commit covering it, and no delivery happens after such an acknowledgment
       (records processed but not yet committed when a member dies or a commit fails may be
-      processed again; committed ones never).
+      processed again; committed ones never). A member fenced out of the group (a fatal error such
+      as FENCED_INSTANCE_ID) may still process records it fetched before it noticed; its commits
+      are refused, so its uncommitted deliveries are exempt from that last rule.
     """
 
     def __init__(self, members, initial: dict[int, int] | None = None):
@@ -1044,6 +1043,7 @@ class GroupLog:
         self.deliveries: list[Delivery] = []
         self.commits: list[CommitAttempt] = []
         self.problems: list[str] = []
+        self.fenced: set[str] = set()  # members that stopped on a fatal error
         for m in members:
             self._parse(m)
 
@@ -1068,6 +1068,8 @@ class GroupLog:
             elif ev == "rebalancing":
                 fresh = set()
                 last.clear()
+            elif ev == "error" and e.get("fatal"):
+                self.fenced.add(m.name)
             elif ev == "records":
                 for p, o, v in e["records"]:
                     d = Delivery(m.name, p, o, v, e["t"], seq)
@@ -1155,7 +1157,9 @@ class GroupLog:
                 again = [
                     d
                     for d in ds
-                    if d is not c and (d.seq > c.confirmed_seq if d.member == c.member else d.t > c.confirmed_ms)
+                    if d is not c
+                    and (d.seq > c.confirmed_seq if d.member == c.member else d.t > c.confirmed_ms)
+                    and not (d.member in self.fenced and d.confirmed_ms is None)
                 ]
                 if again:
                     out.append(
