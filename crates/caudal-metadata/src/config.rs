@@ -652,6 +652,60 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Default max.compaction.lag.ms."
     ),
     def!(
+        "log.retention.check.interval.ms",
+        Long,
+        Some("300000"),
+        Validator::AtLeast(1),
+        [],
+        true,
+        "How often the broker checks whether any log segment can be deleted under retention."
+    ),
+    def!(
+        "log.cleaner.enable",
+        Boolean,
+        Some("true"),
+        Validator::Any,
+        [],
+        true,
+        "Run the log cleaner, which compacts topics with cleanup.policy=compact."
+    ),
+    def!(
+        "log.cleaner.threads",
+        Int,
+        Some("1"),
+        Validator::AtLeast(0),
+        [],
+        true,
+        "Threads that clean logs."
+    ),
+    def!(
+        "log.cleaner.dedupe.buffer.size",
+        Long,
+        Some("134217728"),
+        Validator::AtLeast(0),
+        [],
+        true,
+        "Memory for the cleaners' key maps, shared by all cleaner threads."
+    ),
+    def!(
+        "log.cleaner.io.buffer.load.factor",
+        Double,
+        Some("0.9"),
+        Validator::Between(0.0, 1.0),
+        [],
+        true,
+        "How full a cleaner's key map may get."
+    ),
+    def!(
+        "log.cleaner.backoff.ms",
+        Long,
+        Some("15000"),
+        Validator::AtLeast(0),
+        [],
+        true,
+        "How long a cleaner sleeps when no log needs cleaning."
+    ),
+    def!(
         "offsets.topic.num.partitions",
         Int,
         Some("50"),

@@ -190,7 +190,8 @@ impl Broker {
                 let existing = self.partitions.read().get(&topic_partition).cloned();
                 let partition = match existing {
                     Some(partition) if partition.topic_id == topic.topic_id => {
-                        if partition.settings() != settings {
+                        if partition.settings() != settings || partition.log.config() != log_config
+                        {
                             partition.update_settings(log_config, settings.clone());
                         }
                         partition
@@ -506,6 +507,8 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
     let tasks = broker.tasks.clone();
     tasks.spawn(accept_loop(broker.clone(), listener, tasks.clone()));
     tasks.spawn(maintenance_loop(broker.clone()));
+    tasks.spawn(crate::lifecycle::retention_loop(broker.clone()));
+    crate::lifecycle::start_cleaners(&broker);
     tracing::info!(
         address = %local_addr, node_id = %broker.config.node_id,
         data_dir = %broker.config.data_dir.display(),

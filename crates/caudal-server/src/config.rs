@@ -61,6 +61,23 @@ pub struct BrokerConfig {
     pub broker_rack: Option<String>,
     /// The group coordinator's settings (`offsets.*`, `group.*`).
     pub groups: GroupSettings,
+    /// Retention and the log cleaner (`log.retention.check.interval.ms`, `log.cleaner.*`).
+    pub lifecycle: LifecycleSettings,
+}
+
+/// How the broker drives retention and compaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifecycleSettings {
+    /// `log.retention.check.interval.ms`.
+    pub retention_check_interval_ms: i64,
+    /// `log.cleaner.enable` and `log.cleaner.threads`: how many cleaner threads run (0 = none).
+    pub cleaner_threads: usize,
+    /// `log.cleaner.dedupe.buffer.size`, shared by the cleaner threads.
+    pub cleaner_dedupe_buffer_bytes: u64,
+    /// `log.cleaner.io.buffer.load.factor`.
+    pub cleaner_load_factor: f64,
+    /// `log.cleaner.backoff.ms`.
+    pub cleaner_backoff_ms: i64,
 }
 
 /// What the group coordinator needs from the broker config.
@@ -286,6 +303,20 @@ impl BrokerConfig {
             delete_topic_enable: flag("delete.topic.enable"),
             acks_all_fsync: flag("caudal.acks.all.fsync"),
             broker_rack: values.get("broker.rack").cloned(),
+            lifecycle: LifecycleSettings {
+                retention_check_interval_ms: number("log.retention.check.interval.ms").max(1),
+                cleaner_threads: if flag("log.cleaner.enable") {
+                    number("log.cleaner.threads").clamp(0, 64) as usize
+                } else {
+                    0
+                },
+                cleaner_dedupe_buffer_bytes: number("log.cleaner.dedupe.buffer.size").max(0) as u64,
+                cleaner_load_factor: get("log.cleaner.io.buffer.load.factor")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0.9),
+                cleaner_backoff_ms: number("log.cleaner.backoff.ms").max(0),
+            },
             groups: GroupSettings {
                 coordinator: CoordinatorConfig {
                     group_min_session_timeout_ms: number("group.min.session.timeout.ms") as i32,

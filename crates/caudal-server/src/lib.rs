@@ -12,6 +12,9 @@
 //! - [`handlers`]: one module per API with its version range; the table there is the single
 //!   source of the ApiVersions response.
 //! - [`errors`]: typed errors → Kafka error codes, one exhaustive `match` per error type.
+//! - [`groups`]: the group coordinator runtime: one shard task per `__consumer_offsets` partition
+//!   this broker leads (load, append-then-respond, timers, offset expiry).
+//! - [`lifecycle`]: the schedule of retention, `.deleted` file removal and the log cleaner threads.
 //!
 //! Invariants: only this crate knows there is a network. Nothing here panics on bytes from a
 //! client: every frame is decoded into a `Result`, every length is bounded. A partition's appends
@@ -23,6 +26,7 @@ pub mod connection;
 pub mod errors;
 pub mod groups;
 pub mod handlers;
+pub mod lifecycle;
 pub mod partition;
 
 pub use broker::{Broker, BrokerHandle, start};

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 
 use caudal_metadata::config::ResolvedConfig;
 use caudal_model::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
-use caudal_storage::{LogConfig, PartitionLog, StorageError, TimestampType};
+use caudal_storage::{CleanupPolicy, LogConfig, PartitionLog, StorageError, TimestampType};
 use parking_lot::RwLock;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -55,6 +55,21 @@ pub fn settings_from_configs(resolved: &[ResolvedConfig]) -> (LogConfig, Partiti
         message_timestamp_type: timestamp_type,
         max_message_bytes: number("max.message.bytes", defaults.max_message_bytes as i64)
             .clamp(0, u32::MAX as i64) as u32,
+        cleanup_policy: get("cleanup.policy")
+            .and_then(CleanupPolicy::from_name)
+            .unwrap_or(defaults.cleanup_policy),
+        retention_ms: number("retention.ms", defaults.retention_ms),
+        retention_bytes: number("retention.bytes", defaults.retention_bytes),
+        file_delete_delay_ms: number("file.delete.delay.ms", defaults.file_delete_delay_ms).max(0),
+        delete_retention_ms: number("delete.retention.ms", defaults.delete_retention_ms).max(0),
+        min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .filter(|ratio| (0.0..=1.0).contains(ratio))
+            .unwrap_or(defaults.min_cleanable_dirty_ratio),
+        min_compaction_lag_ms: number("min.compaction.lag.ms", defaults.min_compaction_lag_ms)
+            .max(0),
+        max_compaction_lag_ms: number("max.compaction.lag.ms", defaults.max_compaction_lag_ms)
+            .max(1),
     };
     let settings = PartitionSettings {
         max_message_bytes: log_config.max_message_bytes,

@@ -307,6 +307,19 @@ fn sample(
                     .with_partitions(vec![0]),
             ])))
         }
+        ApiKey::DeleteRecords => RequestKind::DeleteRecords(
+            DeleteRecordsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![
+                    delete_records_request::DeleteRecordsTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            delete_records_request::DeleteRecordsPartition::default()
+                                .with_partition_index(0)
+                                .with_offset(0),
+                        ]),
+                ]),
+        ),
         other => panic!("no sample request for {other:?}; add one for the new API"),
     }
 }
@@ -422,6 +435,13 @@ fn first_error(response: &ResponseKind) -> i16 {
         ResponseKind::DescribeLogDirs(response) => first(
             std::iter::once(response.error_code)
                 .chain(response.results.iter().map(|r| r.error_code))
+                .collect(),
+        ),
+        ResponseKind::DeleteRecords(response) => first(
+            response
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
                 .collect(),
         ),
         other => panic!("no error check for {other:?}"),

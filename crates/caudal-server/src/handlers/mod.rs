@@ -6,6 +6,7 @@ pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -69,6 +70,7 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     alter_configs::VERSIONS,
     incremental_alter_configs::VERSIONS,
     describe_log_dirs::VERSIONS,
+    delete_records::VERSIONS,
 ];
 
 fn supported(api_key: ApiKey) -> Option<&'static ApiVersionRange> {
@@ -211,6 +213,11 @@ fn dispatch(broker: &Arc<Broker>, request: DecodedRequest, peer: SocketAddr) -> 
             version,
             correlation_id,
         )),
+        RequestKind::DeleteRecords(body) => {
+            later(
+                async move { delete_records::handle(broker, body, version, correlation_id).await },
+            )
+        }
         RequestKind::AlterConfigs(body) => {
             later(async move { alter_configs::handle(broker, body, version, correlation_id).await })
         }
