@@ -457,7 +457,6 @@ fn offsets(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
 }
 
 #[test]
-#[ignore = "needs the DeleteRecords handler"]
 fn trim_deletes_records_below_an_offset() {
     let broker = Broker::start();
     ok(broker.caudal(&["topic", "create", "orders", "--partitions", "3"]));
