@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use caudal_controller::decisions::validate_topic_name;
-use caudal_metadata::config::{ResolvedConfig, resolve_broker_configs};
+use std::collections::BTreeMap;
+
+use caudal_metadata::ConfigResource;
+use caudal_metadata::config::{BrokerLayers, ConfigSource, ResolvedConfig, resolve_broker_configs};
 use caudal_protocol::api::ApiVersionRange;
 use caudal_protocol::{ApiKey, ErrorCode, ResponseKind};
 use kafka_protocol::messages::describe_configs_response::{
@@ -56,7 +59,22 @@ pub fn handle(
                     }
                     RESOURCE_BROKER => {
                         let own_id = broker.config.node_id.to_string();
-                        if name.is_empty() || name == own_id {
+                        if name.is_empty() {
+                            // The cluster-wide default resource holds only what was set there.
+                            let defaults = image.configs(&ConfigResource::BrokerDefault);
+                            let layers = BrokerLayers {
+                                dynamic_broker: None,
+                                dynamic_default: defaults,
+                                static_broker: &BTreeMap::new(),
+                            };
+                            Ok(resolve_broker_configs(layers)
+                                .into_iter()
+                                .filter(|config| {
+                                    config.source == ConfigSource::DynamicDefaultBroker
+                                })
+                                .map(|config| (config, false))
+                                .collect())
+                        } else if name == own_id {
                             Ok(resolve_broker_configs(broker.broker_layers(&image))
                                 .into_iter()
                                 .map(|config| {
