@@ -12,6 +12,7 @@ members of a group processed and committed (see docs/testing.md, "Consumer group
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import logging
@@ -966,7 +967,10 @@ class GroupMember:
 _LIVE_MEMBERS: set = set()
 
 
+@atexit.register
 def kill_leftover_members() -> None:
+    """Kills every member process still running (fixtures call it at teardown; it also runs at
+    exit in case a teardown never did)."""
     for m in list(_LIVE_MEMBERS):
         m.cleanup()
 
