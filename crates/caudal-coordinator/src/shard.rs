@@ -1425,6 +1425,8 @@ fn replace_static_member(
     new_member_id: String,
     ctx: &mut Ctx<'_>,
 ) {
+    let version = join.version;
+    let previous_leader = group.leader.clone().unwrap_or_default();
     let mut member = group
         .members
         .remove(&old_member_id)
@@ -1469,9 +1471,16 @@ fn replace_static_member(
             update_member(group, join, None, ctx);
             if group.select_protocol() == group.protocol {
                 store_group(group, ctx);
-                let leader = group.is_leader(&new_member_id);
-                let mut response = join_response(group, &new_member_id, leader);
-                response.skip_assignment = leader;
+                // KIP-814 (v9+): a replaced leader gets the members and `skip_assignment`, so it
+                // knows it leads without reassigning. Older versions have no such flag: the
+                // member is told the previous leader id, which is not its own, so it does not
+                // act as leader (a Stable group would not pass a new assignment on).
+                let skip = version >= 9 && group.is_leader(&new_member_id);
+                let mut response = join_response(group, &new_member_id, skip);
+                response.skip_assignment = skip;
+                if !skip {
+                    response.leader = previous_leader;
+                }
                 ctx.respond(request, ResponseBody::JoinGroup(response));
             } else {
                 // The group's protocol would change: rebalance so the leader sees it.

@@ -912,11 +912,11 @@ fn static_member_rejoin_replaces_and_fences_the_old_id_without_rebalance() {
     assert_eq!(response.error, ErrorCode::None);
     assert_ne!(response.member_id, old);
     assert_eq!(response.generation_id, GenerationId(1));
-    assert_eq!(response.leader, response.member_id);
-    assert!(
-        response.skip_assignment,
-        "the replaced leader must not reassign"
-    );
+    // Below v9 there is no skip_assignment: the old leader id keeps the new member from
+    // reassigning, and it gets no members.
+    assert_eq!(response.leader, old);
+    assert!(!response.skip_assignment);
+    assert!(response.members.is_empty());
     assert_eq!(h.state(), Some(GroupState::Stable));
     let Some(Record::GroupMetadata {
         value: Some(value), ..
@@ -940,6 +940,26 @@ fn static_member_rejoin_replaces_and_fences_the_old_id_without_rebalance() {
         group_instance_id: Some("instance-1".into()),
     }]);
     assert_eq!(leave.members[0].1, ErrorCode::FencedInstanceId);
+}
+
+#[test]
+fn static_leader_rejoin_at_v9_is_told_to_skip_the_assignment() {
+    let mut h = Harness::new();
+    let old = stable_static(&mut h);
+    let id = h.join(JoinGroupRequest {
+        version: 9,
+        ..join_request("", Some("instance-1"), &[("range", b"m")])
+    });
+    let response = h.join_response(id).unwrap();
+    assert_eq!(response.error, ErrorCode::None);
+    assert_ne!(response.member_id, old);
+    assert_eq!(response.leader, response.member_id);
+    assert!(
+        response.skip_assignment,
+        "KIP-814: the replaced leader must not reassign"
+    );
+    assert_eq!(response.members.len(), 1);
+    assert_eq!(h.state(), Some(GroupState::Stable));
 }
 
 #[test]
