@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from support import ck_admin, ck_consume, create_topic, rdkafka_conf, unique_topic
+from support import ck_admin, ck_consume, create_topic, rdkafka_conf, unique_topic, wait_until
 
 LIFECYCLE_SETTINGS = {
     "log.retention.check.interval.ms": "300",
@@ -40,14 +40,7 @@ def produce(bootstrap: str, topic: str, items, *, timestamp_ms=None, partition: 
 
 
 def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    return wait_until(predicate, timeout, what, interval=0.2)
 
 
 def test_time_retention_deletes_old_segments_and_resets_a_lagging_consumer(broker_factory):
