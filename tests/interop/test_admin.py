@@ -239,3 +239,14 @@ def test_kafka_python_create_partitions_and_configs(shared_broker, kp_admin):
     desc = kp_admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, "1")], config_filter="all")
     broker_configs = desc["broker"]["1"]
     assert broker_configs["message.max.bytes"]["value"] == "1048588"
+
+
+def test_describe_cluster(shared_broker, kp_admin):
+    described = ck_admin(shared_broker.bootstrap).describe_cluster(request_timeout=20).result(timeout=20)
+    assert described.cluster_id
+    assert [n.id for n in described.nodes] == [1]
+    assert described.controller.id == 1
+    cluster = kp_admin.describe_cluster()
+    assert cluster["cluster_id"] == described.cluster_id
+    assert cluster["controller_id"] == 1
+    assert [b["broker_id"] for b in cluster["brokers"]] == [1]

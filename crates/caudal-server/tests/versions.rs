@@ -320,6 +320,11 @@ fn sample(
                         ]),
                 ]),
         ),
+        ApiKey::DescribeCluster => RequestKind::DescribeCluster(
+            DescribeClusterRequest::default()
+                .with_include_cluster_authorized_operations(true)
+                .with_endpoint_type(1),
+        ),
         other => panic!("no sample request for {other:?}; add one for the new API"),
     }
 }
@@ -444,6 +449,7 @@ fn first_error(response: &ResponseKind) -> i16 {
                 .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
                 .collect(),
         ),
+        ResponseKind::DescribeCluster(response) => response.error_code,
         other => panic!("no error check for {other:?}"),
     }
 }

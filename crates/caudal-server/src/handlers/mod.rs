@@ -8,6 +8,7 @@ pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
@@ -71,6 +72,7 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     incremental_alter_configs::VERSIONS,
     describe_log_dirs::VERSIONS,
     delete_records::VERSIONS,
+    describe_cluster::VERSIONS,
 ];
 
 fn supported(api_key: ApiKey) -> Option<&'static ApiVersionRange> {
@@ -208,6 +210,12 @@ fn dispatch(broker: &Arc<Broker>, request: DecodedRequest, peer: SocketAddr) -> 
             correlation_id,
         )),
         RequestKind::DescribeLogDirs(body) => ready(describe_log_dirs::handle(
+            &broker,
+            &body,
+            version,
+            correlation_id,
+        )),
+        RequestKind::DescribeCluster(body) => ready(describe_cluster::handle(
             &broker,
             &body,
             version,
