@@ -212,6 +212,7 @@ impl Broker {
                     },
                 };
                 partition.set_leader_epoch(registration.leader_epoch);
+                partition.set_leader(registration.leader == node_id);
                 wanted.insert(topic_partition, partition);
             }
         }
@@ -281,14 +282,16 @@ impl Broker {
         self.offline.read().contains(topic_partition)
     }
 
-    /// A hosted partition, or the error its requests get: KAFKA_STORAGE_ERROR when it should be
-    /// hosted but its log is offline, UNKNOWN_TOPIC_OR_PARTITION otherwise.
+    /// A partition this node leads, or the error a client's request for it gets:
+    /// NOT_LEADER_OR_FOLLOWER when this node only holds a replica, KAFKA_STORAGE_ERROR when it
+    /// should be hosted but its log is offline, UNKNOWN_TOPIC_OR_PARTITION otherwise.
     pub fn partition_or_error(
         &self,
         topic_partition: &TopicPartition,
     ) -> Result<Arc<Partition>, caudal_protocol::ErrorCode> {
         match self.partition(topic_partition) {
-            Some(partition) => Ok(partition),
+            Some(partition) if partition.is_leader() => Ok(partition),
+            Some(_) => Err(caudal_protocol::ErrorCode::NotLeaderOrFollower),
             None if self.is_offline(topic_partition) => {
                 Err(caudal_protocol::ErrorCode::KafkaStorageError)
             }

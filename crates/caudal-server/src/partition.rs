@@ -89,6 +89,8 @@ pub struct Partition {
     pub topic_id: Uuid,
     pub log: Arc<PartitionLog>,
     leader_epoch: AtomicI32,
+    /// Whether this node leads the partition (else it only holds a replica of it).
+    leader: AtomicBool,
     settings: RwLock<PartitionSettings>,
     /// Woken after every append, for fetches waiting on `min_bytes`.
     appended: Notify,
@@ -116,6 +118,7 @@ impl Partition {
             topic_id: log.topic_id(),
             log,
             leader_epoch: AtomicI32::new(leader_epoch.0),
+            leader: AtomicBool::new(true),
             settings: RwLock::new(settings),
             appended: Notify::new(),
             last_flush_ms: AtomicI64::new(now.0),
@@ -132,6 +135,16 @@ impl Partition {
 
     pub fn set_leader_epoch(&self, epoch: LeaderEpoch) {
         self.leader_epoch.store(epoch.0, Ordering::Release);
+    }
+
+    /// Whether this node leads the partition: only a leader serves clients' produces and fetches.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// Records whether this node leads the partition (from the metadata image).
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::Release);
     }
 
     pub fn settings(&self) -> PartitionSettings {

@@ -869,3 +869,78 @@ async fn a_partition_whose_log_cannot_be_created_is_offline_not_unknown() {
     );
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_partition_led_by_another_broker_is_not_served_here() {
+    use caudal_metadata::MetadataRecord;
+    use caudal_model::{LeaderEpoch, NodeId, PartitionIndex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let topic_id = uuid::Uuid::new_v4();
+    broker
+        .broker
+        .write_metadata(move |_| {
+            Ok((
+                vec![
+                    MetadataRecord::RegisterBroker {
+                        node_id: NodeId(2),
+                        host: "127.0.0.1".into(),
+                        port: 1,
+                        rack: None,
+                    },
+                    MetadataRecord::Topic {
+                        name: "elsewhere".into(),
+                        topic_id,
+                    },
+                    MetadataRecord::Partition {
+                        topic_id,
+                        partition: PartitionIndex(0),
+                        replicas: vec![NodeId(2), NodeId(1)],
+                        isr: vec![NodeId(2), NodeId(1)],
+                        leader: NodeId(2),
+                        leader_epoch: LeaderEpoch(3),
+                        partition_epoch: 0,
+                    },
+                ],
+                (),
+            ))
+        })
+        .await
+        .unwrap();
+    // This node holds a replica (its log exists) but does not lead it.
+    assert!(
+        broker
+            .broker
+            .partition(&caudal_model::TopicPartition::new("elsewhere", 0))
+            .is_some_and(|partition| !partition.is_leader())
+    );
+    let mut client = Client::connect(broker.local_addr).await;
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    let (error, _) = produce(
+        &mut client,
+        "elsewhere",
+        0,
+        batch(1, Compression::None, None),
+        -1,
+    )
+    .await;
+    assert_eq!(error, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(
+        fetch(&mut client, "elsewhere", 0, 0).await.error_code,
+        NOT_LEADER_OR_FOLLOWER
+    );
+    let metadata = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(topic_name("elsewhere"))),
+    ]));
+    let ResponseKind::Metadata(metadata) = client
+        .call(ApiKey::Metadata, 12, RequestKind::Metadata(metadata))
+        .await
+    else {
+        panic!("not a Metadata response")
+    };
+    let partition = &metadata.topics[0].partitions[0];
+    assert_eq!(partition.leader_id, BrokerId(2));
+    assert_eq!(partition.leader_epoch, 3);
+    broker.shutdown().await.unwrap();
+}
