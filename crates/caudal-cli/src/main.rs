@@ -5,6 +5,7 @@
 mod alloc_guard;
 mod bench;
 mod broker;
+mod cluster;
 mod common;
 mod consume;
 mod group;
@@ -35,6 +36,8 @@ enum Command {
     Broker(broker::BrokerArgs),
     /// Consumer groups: list, describe (members, offsets, lag), delete, seek (reset offsets).
     Group(group::GroupArgs),
+    /// The cluster: brokers, the active controller, under-replicated and offline partitions.
+    Cluster(cluster::ClusterArgs),
     /// Produce records from stdin, one per line (console producer).
     Produce(produce::ProduceArgs),
     /// Print records of a topic (console consumer).
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Topic(args) => topic::main(args),
         Command::Broker(args) => broker::main(args),
         Command::Group(args) => group::main(args),
+        Command::Cluster(args) => cluster::run_cluster(args),
         Command::Produce(args) => produce::main(args),
         Command::Consume(args) => consume::main(args),
         Command::Bench(args) => bench::main(args),
