@@ -333,17 +333,11 @@ impl Broker {
             return Ok(());
         }
         let settings = self.config.groups.clone();
+        let configured = settings.offsets_topic_replication_factor;
         let created = self
             .write_metadata(move |image| {
                 let brokers = image.brokers.len().clamp(1, i16::MAX as usize) as i16;
                 let replication_factor = settings.offsets_topic_replication_factor.min(brokers);
-                if replication_factor < settings.offsets_topic_replication_factor {
-                    tracing::warn!(
-                        configured = settings.offsets_topic_replication_factor,
-                        brokers,
-                        "offsets.topic.replication.factor is capped at the registered brokers"
-                    );
-                }
                 let topic = NewTopic {
                     name: crate::groups::OFFSETS_TOPIC.to_string(),
                     num_partitions: settings.offsets_topic_partitions,
@@ -372,8 +366,16 @@ impl Broker {
             Ok(created) => {
                 tracing::info!(
                     partitions = created.num_partitions,
+                    replication_factor = created.replication_factor,
                     "created the consumer offsets topic"
                 );
+                if created.replication_factor < configured {
+                    tracing::warn!(
+                        configured,
+                        replication_factor = created.replication_factor,
+                        "offsets.topic.replication.factor is capped at the registered brokers"
+                    );
+                }
                 Ok(())
             }
             Err(ControllerError::TopicAlreadyExists { .. }) => Ok(()),
