@@ -336,6 +336,28 @@ impl LeaderState {
         }
     }
 
+    /// An OffsetForLeaderEpoch for this partition (Kafka's `lastOffsetForLeaderEpoch` on the
+    /// leader): the epoch check, then the local leader-epoch cache answer, or the undefined answer
+    /// (−1, −1) when the cache has none.
+    pub fn on_offset_for_leader_epoch(
+        &self,
+        current_leader_epoch: Option<LeaderEpoch>,
+        leader_epoch: LeaderEpoch,
+        end_offset_for_epoch: impl Fn(LeaderEpoch) -> Option<(LeaderEpoch, Offset)>,
+    ) -> Result<EpochEndOffset, ErrorCode> {
+        self.check_leader_epoch(current_leader_epoch)?;
+        Ok(match end_offset_for_epoch(leader_epoch) {
+            Some((leader_epoch, end_offset)) => EpochEndOffset {
+                leader_epoch,
+                end_offset,
+            },
+            None => EpochEndOffset {
+                leader_epoch: LeaderEpoch::UNKNOWN,
+                end_offset: Offset(-1),
+            },
+        })
+    }
+
     /// A follower fetched (Kafka's `fetchRecords`, `updateFollowerFetchState`, `maybeExpandIsr`
     /// and `maybeIncrementLeaderHW`). `end_offset_for_epoch` is the local leader-epoch cache
     /// lookup: the largest epoch ≤ the given one and its end offset.
