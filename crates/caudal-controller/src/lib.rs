@@ -10,6 +10,9 @@
 //!   a torn tail truncated.
 //! - [`controller`]: the single-node runtime: serialises writes, appends the records, applies them
 //!   and publishes the new image to subscribers (the broker).
+//! - [`quorum`]: the Raft metadata quorum (openraft): the replicated log store, the image state
+//!   machine with snapshots, the controller-to-controller network, and the `Quorum` facade the
+//!   server writes decisions through (see `docs/quorum.md`).
 //!
 //! Invariants: an image is published only after its records are durable; records are applied in
 //! log order and replay reproduces the same image. With the Raft quorum (openraft) the `log` module
@@ -18,6 +21,7 @@
 pub mod controller;
 pub mod decisions;
 pub mod log;
+pub mod quorum;
 
 pub use controller::Controller;
 pub use decisions::{ControllerError, NewTopic, TopicDefaults};
