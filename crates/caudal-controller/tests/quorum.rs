@@ -338,7 +338,12 @@ async fn all_three_restart_with_the_same_image() {
         for index in 0..3 {
             cluster.stop(index).await;
         }
-        for index in 0..3 {
+        // Alone, with no leader to hear from, a restarted node already serves its committed image.
+        cluster.restart(0).await;
+        let alone = cluster.node(0).wait_for_image(applied, WAIT).await;
+        assert_eq!(canonical(&alone), canonical(&before[0]));
+        assert_eq!(cluster.node(0).leader(), None);
+        for index in 1..3 {
             cluster.restart(index).await;
         }
         let after = cluster.converged(applied).await;
@@ -424,4 +429,54 @@ async fn a_node_outside_the_voters_is_refused() {
         tuning: tuning(),
     };
     assert!(Quorum::start_on(config, listener).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_controller_port_closes_only_that_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        let cluster = Cluster::start(1, tuning()).await;
+        cluster.leader().await;
+        let addr = cluster.voters[0].1;
+        // A length beyond the frame limit, then a well-sized frame that is not JSON.
+        for bytes in [
+            vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+            vec![0, 0, 0, 3, b'{', b'x', b'}'],
+        ] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(&bytes).await.unwrap();
+            let mut buf = [0u8; 16];
+            let read = tokio::time::timeout(WAIT, stream.read(&mut buf)).await;
+            assert!(
+                matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+                "the connection was not closed: {read:?}"
+            );
+        }
+        // The controller still works.
+        let applied = cluster.write_topic("after-garbage").await;
+        assert_eq!(cluster.converged(applied).await.len(), 1);
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn frames_round_trip_and_oversized_lengths_are_refused() {
+    use caudal_controller::quorum::network::{FRAME_BYTES_MAX, read_frame, write_frame};
+    let mut buf = Vec::new();
+    write_frame(&mut buf, &vec![1u32, 2, 3]).await.unwrap();
+    let mut reader = buf.as_slice();
+    let decoded: Option<Vec<u32>> = read_frame(&mut reader).await.unwrap();
+    assert_eq!(decoded, Some(vec![1, 2, 3]));
+    let empty: Option<Vec<u32>> = read_frame(&mut reader).await.unwrap();
+    assert_eq!(empty, None);
+    let oversized = ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes();
+    let refused = read_frame::<_, Vec<u32>>(&mut oversized.as_slice()).await;
+    assert!(refused.is_err());
+    let torn = [0u8, 0, 0, 9, b'['];
+    assert!(
+        read_frame::<_, Vec<u32>>(&mut torn.as_slice())
+            .await
+            .is_err()
+    );
 }

@@ -1,6 +1,9 @@
 //! The Raft log store on disk: `raft.log` (CRC-framed entries, fsynced on append), `raft-vote.json`
 //! and `raft-purged.json` (both replaced atomically and fsynced before they count).
 //!
+//! `raft-committed.json` records the commit point as a restart hint, so a restarted controller
+//! re-applies its committed entries before any leader is elected.
+//!
 //! Entries are kept in memory too (metadata is small); the file is the durable copy. Opening the
 //! store replays the file: a torn or corrupt tail (bad length, CRC or body, or an index that does
 //! not follow its predecessor) is truncated away and reported, never a panic.
@@ -27,6 +30,8 @@ use super::TypeConfig;
 pub const RAFT_LOG_FILE: &str = "raft.log";
 /// The persisted vote (term, candidate, committed flag).
 pub const VOTE_FILE: &str = "raft-vote.json";
+/// The last entry known committed: a startup hint, written without fsync (see `read_committed`).
+pub const COMMITTED_FILE: &str = "raft-committed.json";
 /// The id of the last entry purged from the head of the log (covered by a snapshot).
 pub const PURGED_FILE: &str = "raft-purged.json";
 
@@ -359,6 +364,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
         Ok(self.inner.lock().vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
+        // A hint only: replaced atomically but not fsynced, since losing it merely delays the
+        // first image after a restart until the leader reports the commit point again.
+        let dir = self.inner.lock().dir.clone();
+        let temp = dir.join(format!("{COMMITTED_FILE}.tmp"));
+        to_json(&committed)
+            .and_then(|bytes| std::fs::write(&temp, bytes))
+            .and_then(|()| std::fs::rename(&temp, dir.join(COMMITTED_FILE)))
+            .map_err(|error| StorageIOError::write(&error).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        let inner = self.inner.lock();
+        // An unreadable hint (lost in a crash) is no hint. A hint is trusted only if this log
+        // still holds that very entry (a truncated tail may have lost it); Raft's log matching
+        // then makes every entry up to it committed too.
+        let Ok(Some(Some(committed))) =
+            read_json::<Option<LogId<u64>>>(&inner.dir.join(COMMITTED_FILE))
+        else {
+            return Ok(None);
+        };
+        let held = inner
+            .entries
+            .get(&committed.index)
+            .is_some_and(|(entry, _)| *entry.get_log_id() == committed)
+            || inner.last_purged == Some(committed);
+        Ok(held.then_some(committed))
     }
 
     async fn append<I>(
