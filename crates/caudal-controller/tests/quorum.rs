@@ -480,3 +480,42 @@ async fn frames_round_trip_and_oversized_lengths_are_refused() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_each_decide_against_the_previous_ones() {
+    bounded(async {
+        let cluster = Cluster::start(3, tuning()).await;
+        let leader = cluster.node(cluster.leader().await);
+        // Each decision names its topic after how many exist: only serialised decisions, each
+        // seeing every earlier one, produce six distinct names.
+        let next = || {
+            leader.write(|image| {
+                let name = format!("n{}", image.topics().count());
+                if image.topic(&name).is_some() {
+                    return Err(ControllerError::TopicAlreadyExists { name });
+                }
+                Ok((vec![topic(&name)], image.last_applied + 1))
+            })
+        };
+        let results = tokio::join!(next(), next(), next(), next(), next(), next());
+        let mut applied = [
+            results.0, results.1, results.2, results.3, results.4, results.5,
+        ]
+        .map(|result| result.expect("write succeeded"));
+        applied.sort_unstable();
+        assert_eq!(applied, [1, 2, 3, 4, 5, 6]);
+        // A decision with nothing to write changes nothing.
+        let unchanged = leader
+            .write(|image| Ok((Vec::new(), image.last_applied)))
+            .await;
+        assert_eq!(unchanged.unwrap(), 6);
+        let images = cluster.converged(6).await;
+        assert_same(&images);
+        assert_eq!(
+            topic_names(&images[0]),
+            ["n0", "n1", "n2", "n3", "n4", "n5"]
+        );
+        cluster.shutdown().await;
+    })
+    .await;
+}
