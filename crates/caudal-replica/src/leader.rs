@@ -96,6 +96,20 @@ impl IsrState {
         isr
     }
 
+    /// The ISR the in-flight proposal asks for; `None` when nothing is in flight.
+    pub fn proposed_isr(&self) -> Option<Vec<NodeId>> {
+        match self {
+            IsrState::Committed { .. } => None,
+            IsrState::PendingExpand { .. } => Some(self.maximal_isr()),
+            IsrState::PendingShrink { isr, removing } => Some(
+                isr.iter()
+                    .copied()
+                    .filter(|replica| !removing.contains(replica))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Whether an AlterPartition is in flight.
     pub fn is_in_flight(&self) -> bool {
         !matches!(self, IsrState::Committed { .. })
@@ -522,11 +536,18 @@ impl LeaderState {
         self.maybe_increment_high_watermark(now)
     }
 
-    /// The controller rejected the in-flight proposal: back to the last committed ISR; the next
-    /// fetch or shrink check may propose again.
-    pub fn on_isr_rejected(&mut self) {
-        let isr = self.isr.isr().to_vec();
-        self.isr = IsrState::Committed { isr };
+    /// The controller rejected `proposal`. If it is still the one in flight (Kafka ignores answers
+    /// to proposals that are no longer pending), go back to the last committed ISR; the next fetch
+    /// or shrink check may propose again. Returns whether the state changed.
+    pub fn on_isr_rejected(&mut self, proposal: &IsrProposal) -> bool {
+        let pending = proposal.leader_epoch == self.leader_epoch
+            && proposal.partition_epoch == self.partition_epoch
+            && self.isr.proposed_isr().as_ref() == Some(&proposal.new_isr);
+        if pending {
+            let isr = self.isr.isr().to_vec();
+            self.isr = IsrState::Committed { isr };
+        }
+        pending
     }
 
     /// The local log appended up to `log_end_offset` (exclusive).

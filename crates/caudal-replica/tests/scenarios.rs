@@ -303,7 +303,15 @@ fn isr_shrinks_after_the_lag_time_and_expands_when_caught_up() {
     assert_eq!(proposal.new_isr, vec![A, B, C]);
     assert_eq!(leader.isr_state().maximal_isr(), vec![A, B, C]);
     // The controller refuses: back to the committed ISR, and the next fetch proposes again.
-    leader.on_isr_rejected();
+    let stale = caudal_replica::IsrProposal {
+        partition_epoch: PartitionEpoch(1),
+        ..proposal.clone()
+    };
+    assert!(
+        !leader.on_isr_rejected(&stale),
+        "an answer to an older proposal is ignored"
+    );
+    assert!(leader.on_isr_rejected(&proposal));
     assert_eq!(leader.isr_state(), &IsrState::Committed { isr: vec![A, B] });
     let outcome = leader
         .on_follower_fetch(
@@ -410,7 +418,7 @@ fn a_response_from_before_a_leader_change_is_discarded() {
     let mut follower = follow(A, 1, &follower_log, 0);
     // The fetch leaves; while it is in flight the follower learns of epoch 2 under C.
     let step = follower.next_step(follower_log.latest_epoch());
-    let answer = serve(step, B, &mut leader, &leader_log, TimestampMs(1));
+    let (answer, _) = serve(step, B, &mut leader, &leader_log, TimestampMs(1));
     assert!(follower.on_leader_change(C, LeaderEpoch(2), follower_log.latest_epoch()));
     assert!(!follower.on_leader_change(A, LeaderEpoch(1), follower_log.latest_epoch()));
     assert_eq!(
@@ -648,7 +656,7 @@ fn a_zombie_leader_is_fenced_and_never_acknowledges() {
     let proposal = zombie.maybe_shrink_isr(TimestampMs(LAG_MS + 10)).unwrap();
     assert_eq!(proposal.leader_epoch, LeaderEpoch(1));
     assert!(zombie.ready_waits().is_empty());
-    zombie.on_isr_rejected();
+    assert!(zombie.on_isr_rejected(&proposal));
     assert!(zombie.ready_waits().is_empty());
     assert_eq!(zombie.high_watermark(), Offset(3));
     // The zombie resumes and learns: its wait fails; as B's follower it drops offsets 3 and 4.
@@ -750,7 +758,7 @@ fn a_follower_adopts_the_leader_high_watermark_up_to_its_own_log_end() {
     );
     assert_eq!(high_watermark, Offset(support::FETCH_RECORDS_MAX as i64));
     // The reported durable offset follows the follower's fsync.
-    let Answer::Fetch(request, _, _) = serve(
+    let (Answer::Fetch(request, _, _), _) = serve(
         follower.next_step(follower_log.latest_epoch()),
         B,
         &mut leader,

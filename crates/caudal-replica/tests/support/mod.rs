@@ -86,7 +86,7 @@ impl TestLog {
 use caudal_model::{NodeId, TimestampMs};
 use caudal_replica::{
     EpochResponse, FetchRead, FetchResponse, FollowerAction, FollowerFetch, FollowerState,
-    FollowerStep, LeaderState, RecordsRange,
+    FollowerStep, IsrProposal, LeaderState, RecordsRange,
 };
 
 /// How many records one Fetch response carries at most.
@@ -100,15 +100,17 @@ pub enum Answer {
     Local(Offset),
 }
 
-/// The leader side of one request (what the server's Fetch / OffsetForLeaderEpoch handlers do).
+/// The leader side of one request (what the server's Fetch / OffsetForLeaderEpoch handlers do),
+/// with the ISR expansion the leader proposes, if any.
 pub fn serve(
     step: FollowerStep,
     replica: NodeId,
     leader: &mut LeaderState,
     leader_log: &TestLog,
     now: TimestampMs,
-) -> Answer {
-    match step {
+) -> (Answer, Option<IsrProposal>) {
+    let mut proposal = None;
+    let answer = match step {
         FollowerStep::TruncateTo(offset) => Answer::Local(offset),
         FollowerStep::SendEpochRequest(request) => {
             let response = match leader.on_offset_for_leader_epoch(
@@ -141,6 +143,9 @@ pub fn serve(
                 leader_log.lookup(),
                 now,
             );
+            if let Ok(outcome) = &outcome {
+                proposal.clone_from(&outcome.isr_proposal);
+            }
             let (response, records) = match outcome {
                 Err(error) => (
                     FetchResponse {
@@ -186,7 +191,8 @@ pub fn serve(
             };
             Answer::Fetch(request, response, records)
         }
-    }
+    };
+    (answer, proposal)
 }
 
 /// The follower side: hand the answer to the state machine and carry out its action on the log.
@@ -234,6 +240,6 @@ pub fn exchange(
     now: TimestampMs,
 ) -> FollowerAction {
     let step = follower.next_step(follower_log.latest_epoch());
-    let answer = serve(step, replica, leader, leader_log, now);
+    let (answer, _) = serve(step, replica, leader, leader_log, now);
     deliver(&answer, follower, follower_log)
 }
