@@ -4,6 +4,7 @@
 //! - [`log_store`]: the Raft log and vote on disk (CRC-framed entries, fsynced; torn tail truncated).
 //! - [`state_machine`]: applies committed entries to a `MetadataImage`, publishes it, snapshots it.
 //! - [`network`]: the controller-to-controller RPCs over TCP.
+//! - [`brokers`]: broker leases (heartbeats, fencing) and the leadership changes they cause.
 //! - [`Quorum`]: what the server uses: start, read/subscribe to the image, write a decision.
 //!
 //! Invariants: one controller decision is one Raft entry (a batch of records), so it applies
@@ -11,6 +12,7 @@
 //! committed before it (linearizable check first), and writes are serialised on that leader; an
 //! image is published only after its entry is committed by a majority and applied.
 
+pub mod brokers;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
