@@ -21,6 +21,9 @@ pub struct LeaderConfig {
     /// `replica.lag.time.max.ms`: a follower not caught up to the leader's log end offset for this
     /// long leaves the ISR.
     pub replica_lag_time_max_ms: i64,
+    /// The topic's `min.insync.replicas`. As in Kafka since KIP-966, the high watermark does not
+    /// advance while the committed ISR is smaller (capped by the replica count).
+    pub min_insync_replicas: usize,
 }
 
 /// What the leader's log looks like when this node becomes leader.
@@ -569,9 +572,30 @@ impl LeaderState {
         self.log_start_offset = self.log_start_offset.max(log_start_offset);
     }
 
+    /// `min.insync.replicas` capped by the replica count (Kafka's `effectiveMinIsr`).
+    fn effective_min_insync_replicas(&self, min_insync_replicas: usize) -> usize {
+        min_insync_replicas.min(self.replicas.len())
+    }
+
+    /// Kafka's `isUnderMinIsr`: the committed ISR is smaller than `min.insync.replicas`.
+    pub fn is_under_min_isr(&self) -> bool {
+        self.isr.isr().len() < self.effective_min_insync_replicas(self.config.min_insync_replicas)
+    }
+
+    /// The topic's configuration changed (`min.insync.replicas`, `replica.lag.time.max.ms`).
+    /// Returns the high-watermark advance, if any.
+    pub fn on_config_change(&mut self, config: LeaderConfig, now: TimestampMs) -> Option<Offset> {
+        self.config = config;
+        self.maybe_increment_high_watermark(now)
+    }
+
     /// Kafka's `maybeIncrementLeaderHW`: the minimum replicated offset over the maximal ISR (and
-    /// over followers caught up and about to join it), capped by the leader's own contribution.
+    /// over followers caught up and about to join it), capped by the leader's own contribution;
+    /// no advance while the ISR is under `min.insync.replicas`.
     fn maybe_increment_high_watermark(&mut self, now: TimestampMs) -> Option<Offset> {
+        if self.is_under_min_isr() {
+            return None;
+        }
         let maximal_isr = self.isr.maximal_isr();
         let mut candidate = self.local_replicated_offset();
         for (replica, progress) in &self.followers {
@@ -597,9 +621,10 @@ impl LeaderState {
     }
 
     /// Kafka's append-time check for `acks=all`: the committed ISR must have at least
-    /// `min.insync.replicas` members, else NOT_ENOUGH_REPLICAS and nothing is appended.
+    /// `min.insync.replicas` members (capped by the replica count), else NOT_ENOUGH_REPLICAS and
+    /// nothing is appended.
     pub fn can_append_acks_all(&self, min_insync_replicas: usize) -> Result<(), ErrorCode> {
-        if self.isr.isr().len() < min_insync_replicas {
+        if self.isr.isr().len() < self.effective_min_insync_replicas(min_insync_replicas) {
             Err(ErrorCode::NotEnoughReplicas)
         } else {
             Ok(())
@@ -626,10 +651,13 @@ impl LeaderState {
     }
 
     /// Kafka's `checkEnoughReplicasReachOffset` over every wait: those whose last offset is below
-    /// the high watermark are removed and answered — `Ok` when the maximal ISR still has
-    /// `min.insync.replicas` members, NOT_ENOUGH_REPLICAS_AFTER_APPEND when it shrank below.
+    /// the high watermark are removed and answered — `Ok` when the maximal ISR still has the
+    /// wait's `min.insync.replicas` members, NOT_ENOUGH_REPLICAS_AFTER_APPEND when it has fewer
+    /// (possible only when the wait asked for more than the topic's current setting: below that
+    /// setting the high watermark does not advance at all, and the wait expires).
     pub fn ready_waits(&mut self) -> Vec<(ProduceWaitId, Result<(), ErrorCode>)> {
         let maximal_isr_len = self.isr.maximal_isr().len();
+        let replicas_len = self.replicas.len();
         let mut ready = Vec::new();
         while let Some(entry) = self.waits.first_entry() {
             let (last_offset, id) = *entry.key();
@@ -637,7 +665,7 @@ impl LeaderState {
                 break;
             }
             let wait = entry.remove();
-            let outcome = if maximal_isr_len >= wait.min_insync_replicas {
+            let outcome = if maximal_isr_len >= wait.min_insync_replicas.min(replicas_len) {
                 Ok(())
             } else {
                 Err(ErrorCode::NotEnoughReplicasAfterAppend)

@@ -262,6 +262,7 @@ impl Sim {
                     LeaderConfig {
                         acks_all_fsync: self.fsync,
                         replica_lag_time_max_ms: LAG_MS,
+                        min_insync_replicas: MIN_INSYNC_REPLICAS,
                     },
                     now,
                 )));

@@ -19,6 +19,7 @@ fn config(acks_all_fsync: bool) -> LeaderConfig {
     LeaderConfig {
         acks_all_fsync,
         replica_lag_time_max_ms: LAG_MS,
+        min_insync_replicas: 2,
     }
 }
 
@@ -335,9 +336,9 @@ fn isr_shrinks_after_the_lag_time_and_expands_when_caught_up() {
 }
 
 #[test]
-fn min_insync_replicas_fails_before_and_after_append() {
+fn under_min_insync_replicas_appends_fail_and_the_high_watermark_holds() {
     let (mut leader, mut log) = leader_with_records(0, true);
-    // ISR [A, B, C]: acks=all is accepted; the produce waits.
+    // ISR [A, B, C], min.insync.replicas=2: acks=all is accepted; the produce waits.
     leader.can_append_acks_all(2).unwrap();
     for _ in 0..5 {
         log.append(1);
@@ -345,36 +346,101 @@ fn min_insync_replicas_fails_before_and_after_append() {
     leader.on_append(log.log_end_offset(), TimestampMs(0));
     leader.on_local_flush(log.flush(), TimestampMs(0));
     leader.register_produce_wait(ProduceWaitId(1), Offset(4), 2, TimestampMs(30_000));
-    leader.register_produce_wait(ProduceWaitId(2), Offset(4), 1, TimestampMs(30_000));
     assert!(leader.ready_waits().is_empty());
     // Both followers vanish; the ISR shrinks to the leader alone.
     let proposal = leader.maybe_shrink_isr(TimestampMs(LAG_MS + 1)).unwrap();
     assert_eq!(proposal.new_isr, vec![A]);
-    assert!(
-        leader.ready_waits().is_empty(),
-        "the maximal ISR still holds the HW back"
-    );
     let advanced =
         leader.on_isr_committed(proposal.new_isr, PartitionEpoch(2), TimestampMs(LAG_MS + 2));
-    assert_eq!(advanced, Some(Offset(5)));
-    let mut ready = leader.ready_waits();
-    ready.sort();
+    // Under min.insync.replicas the high watermark does not advance (KIP-966): the wait expires.
+    assert!(leader.is_under_min_isr());
+    assert_eq!(advanced, None);
+    assert_eq!(leader.high_watermark(), Offset(0));
+    assert!(leader.ready_waits().is_empty());
     assert_eq!(
-        ready,
-        vec![
-            (
-                ProduceWaitId(1),
-                Err(ErrorCode::NotEnoughReplicasAfterAppend)
-            ),
-            (ProduceWaitId(2), Ok(())),
-        ]
+        leader.expired_waits(TimestampMs(30_000)),
+        vec![(ProduceWaitId(1), ErrorCode::RequestTimedOut)]
     );
-    // From now on acks=all with min.insync.replicas=2 is refused before appending.
+    // From now on acks=all is refused before appending; acks=1 still appends.
     assert_eq!(
         leader.can_append_acks_all(2),
         Err(ErrorCode::NotEnoughReplicas)
     );
     leader.can_append_acks_all(1).unwrap();
+    // B comes back and rejoins: the high watermark moves again once the ISR is committed.
+    let outcome = leader
+        .on_follower_fetch(fetch(B, 5, 5, 1), no_epochs, TimestampMs(31_000))
+        .unwrap();
+    let proposal = outcome.isr_proposal.expect("B is in sync");
+    assert_eq!(
+        outcome.high_watermark_advanced, None,
+        "the committed ISR is still [A]"
+    );
+    let advanced =
+        leader.on_isr_committed(proposal.new_isr, PartitionEpoch(3), TimestampMs(31_001));
+    assert_eq!(advanced, Some(Offset(5)));
+    leader.can_append_acks_all(2).unwrap();
+}
+
+#[test]
+fn a_wait_needing_more_replicas_than_remain_fails_after_append() {
+    let (mut leader, mut log) = leader_with_records(0, true);
+    for _ in 0..3 {
+        log.append(1);
+    }
+    leader.on_append(log.log_end_offset(), TimestampMs(0));
+    leader.on_local_flush(log.flush(), TimestampMs(0));
+    // Produced while the topic asked for three in-sync replicas; the topic now asks for two.
+    leader.register_produce_wait(ProduceWaitId(1), Offset(2), 3, TimestampMs(30_000));
+    leader
+        .on_follower_fetch(fetch(B, 3, 3, 1), no_epochs, TimestampMs(1))
+        .unwrap();
+    let proposal = leader.maybe_shrink_isr(TimestampMs(LAG_MS + 1)).unwrap();
+    assert_eq!(proposal.new_isr, vec![A, B]);
+    leader
+        .on_follower_fetch(fetch(B, 3, 3, 1), no_epochs, TimestampMs(LAG_MS + 1))
+        .unwrap();
+    assert!(
+        leader.ready_waits().is_empty(),
+        "C still holds the HW back while the shrink is pending"
+    );
+    let advanced =
+        leader.on_isr_committed(proposal.new_isr, PartitionEpoch(2), TimestampMs(LAG_MS + 2));
+    assert_eq!(advanced, Some(Offset(3)));
+    assert_eq!(
+        leader.ready_waits(),
+        vec![(
+            ProduceWaitId(1),
+            Err(ErrorCode::NotEnoughReplicasAfterAppend)
+        )]
+    );
+}
+
+#[test]
+fn min_insync_replicas_is_capped_by_the_replica_count() {
+    let mut leader = LeaderState::new(
+        LeaderInit {
+            local: A,
+            leader_epoch: LeaderEpoch(1),
+            partition_epoch: PartitionEpoch(1),
+            replicas: vec![A],
+            isr: vec![A],
+            log_start_offset: Offset(0),
+            log_end_offset: Offset(0),
+            durable_offset: Offset(0),
+            high_watermark: Offset(0),
+        },
+        config(true),
+        TimestampMs(0),
+    );
+    leader.can_append_acks_all(2).unwrap();
+    leader.on_append(Offset(1), TimestampMs(0));
+    leader.register_produce_wait(ProduceWaitId(1), Offset(0), 2, TimestampMs(30_000));
+    assert_eq!(
+        leader.on_local_flush(Offset(1), TimestampMs(0)),
+        Some(Offset(1))
+    );
+    assert_eq!(leader.ready_waits(), vec![(ProduceWaitId(1), Ok(()))]);
 }
 
 #[test]
