@@ -15,6 +15,7 @@ pub enum ErrorCode {
     NotEnoughReplicasAfterAppend,
     FencedLeaderEpoch,
     UnknownLeaderEpoch,
+    OffsetNotAvailable,
 }
 
 impl ErrorCode {
@@ -29,6 +30,7 @@ impl ErrorCode {
             ErrorCode::NotEnoughReplicasAfterAppend => 20,
             ErrorCode::FencedLeaderEpoch => 74,
             ErrorCode::UnknownLeaderEpoch => 75,
+            ErrorCode::OffsetNotAvailable => 78,
         }
     }
 
@@ -44,6 +46,7 @@ impl ErrorCode {
             20 => Some(ErrorCode::NotEnoughReplicasAfterAppend),
             74 => Some(ErrorCode::FencedLeaderEpoch),
             75 => Some(ErrorCode::UnknownLeaderEpoch),
+            78 => Some(ErrorCode::OffsetNotAvailable),
             _ => None,
         }
     }
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
             ErrorCode::FencedLeaderEpoch => "FENCED_LEADER_EPOCH",
             ErrorCode::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
+            ErrorCode::OffsetNotAvailable => "OFFSET_NOT_AVAILABLE",
         }
     }
 }
@@ -84,6 +88,7 @@ mod tests {
             ErrorCode::NotEnoughReplicasAfterAppend,
             ErrorCode::FencedLeaderEpoch,
             ErrorCode::UnknownLeaderEpoch,
+            ErrorCode::OffsetNotAvailable,
         ] {
             assert_eq!(ErrorCode::from_code(error.code()), Some(error));
         }

@@ -283,7 +283,8 @@ impl FollowerState {
                 ErrorCode::UnknownLeaderEpoch
                 | ErrorCode::RequestTimedOut
                 | ErrorCode::NotEnoughReplicas
-                | ErrorCode::NotEnoughReplicasAfterAppend,
+                | ErrorCode::NotEnoughReplicasAfterAppend
+                | ErrorCode::OffsetNotAvailable,
             )
             | None => FollowerAction::Backoff(error_code),
         }

@@ -302,6 +302,17 @@ impl LeaderState {
         self.high_watermark >= self.leader_epoch_start_offset
     }
 
+    /// ListOffsets for the latest offset from a client: the high watermark, or (KIP-207)
+    /// OFFSET_NOT_AVAILABLE while it is below the start of this epoch, so that a client never sees
+    /// the latest offset go backwards across a leader change.
+    pub fn latest_offset_for_client(&self) -> Result<Offset, ErrorCode> {
+        if self.high_watermark_reached_epoch_start() {
+            Ok(self.high_watermark)
+        } else {
+            Err(ErrorCode::OffsetNotAvailable)
+        }
+    }
+
     pub fn follower(&self, replica: NodeId) -> Option<&FollowerProgress> {
         self.followers.get(&replica)
     }

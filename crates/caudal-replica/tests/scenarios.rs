@@ -175,6 +175,10 @@ fn new_leader_starts_from_its_own_high_watermark_until_followers_fetch_in_its_ep
     assert_eq!(leader.high_watermark(), Offset(5));
     assert_eq!(leader.leader_epoch_start_offset(), Offset(8));
     assert!(!leader.high_watermark_reached_epoch_start());
+    assert_eq!(
+        leader.latest_offset_for_client(),
+        Err(ErrorCode::OffsetNotAvailable)
+    );
     // Appending alone does not advance: the followers' progress is unknown in this epoch.
     assert_eq!(leader.on_append(Offset(8), TimestampMs(1)), None);
     leader
@@ -186,6 +190,7 @@ fn new_leader_starts_from_its_own_high_watermark_until_followers_fetch_in_its_ep
         .unwrap();
     assert_eq!(leader.high_watermark(), Offset(8));
     assert!(leader.high_watermark_reached_epoch_start());
+    assert_eq!(leader.latest_offset_for_client(), Ok(Offset(8)));
 }
 
 #[test]
