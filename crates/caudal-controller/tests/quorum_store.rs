@@ -189,3 +189,112 @@ async fn a_snapshot_restores_the_image_at_startup() {
     std::fs::write(dir.path().join("snapshot.json"), b"[1,2").unwrap();
     assert!(StateMachineStore::open(dir.path()).is_err());
 }
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(usize),
+    Truncate(u64),
+    Purge(u64),
+    Reopen,
+    Tear(usize),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (1usize..4).prop_map(Op::Append),
+        1 => (0u64..16).prop_map(Op::Truncate),
+        1 => (0u64..16).prop_map(Op::Purge),
+        1 => Just(Op::Reopen),
+        1 => (1usize..40).prop_map(Op::Tear),
+    ]
+}
+
+/// The log against a model (the ids it must hold, the purge point) under random appends,
+/// truncations, purges, reopens and torn tails.
+fn run_against_model(ops: Vec<Op>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogStore::open(dir.path()).unwrap();
+        let mut model: Vec<LogId<u64>> = Vec::new();
+        let mut purged: Option<LogId<u64>> = None;
+        for (step, op) in ops.into_iter().enumerate() {
+            let term = step as u64 + 1;
+            let next = model
+                .last()
+                .or(purged.as_ref())
+                .map_or(0, |last| last.index + 1);
+            match op {
+                Op::Append(count) => {
+                    let entries: Vec<_> = (0..count as u64)
+                        .map(|offset| entry(term, next + offset, vec![topic("m")]))
+                        .collect();
+                    model.extend(entries.iter().map(|entry| entry.log_id));
+                    log.append_entries(entries).unwrap();
+                }
+                Op::Truncate(index) => {
+                    if let Some(position) = model.iter().position(|id| id.index == index) {
+                        log.truncate(model[position]).await.unwrap();
+                        model.truncate(position);
+                    }
+                }
+                Op::Purge(index) => {
+                    if let Some(position) = model.iter().position(|id| id.index == index) {
+                        purged = Some(model[position]);
+                        log.purge(model[position]).await.unwrap();
+                        model.drain(..=position);
+                    }
+                }
+                Op::Reopen => {
+                    drop(log);
+                    log = LogStore::open(dir.path()).unwrap().0;
+                }
+                Op::Tear(bytes) => {
+                    drop(log);
+                    let path = dir.path().join(RAFT_LOG_FILE);
+                    let mut contents = std::fs::read(&path).unwrap();
+                    contents.truncate(contents.len().saturating_sub(bytes));
+                    std::fs::write(&path, &contents).unwrap();
+                    let (reopened, report) = LogStore::open(dir.path()).unwrap();
+                    log = reopened;
+                    // Whole frames survive: the model keeps exactly that prefix.
+                    assert!(report.entries <= model.len());
+                    model.truncate(report.entries);
+                }
+            }
+            let state = log.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, purged);
+            assert_eq!(state.last_log_id, model.last().copied().or(purged));
+            let held: Vec<_> = log
+                .try_get_log_entries(..)
+                .await
+                .unwrap()
+                .iter()
+                .map(|entry| entry.log_id)
+                .collect();
+            assert_eq!(held, model);
+        }
+        // And the final state is what a fresh open finds.
+        drop(log);
+        let (mut reopened, _) = LogStore::open(dir.path()).unwrap();
+        let held: Vec<_> = reopened
+            .try_get_log_entries(..)
+            .await
+            .unwrap()
+            .iter()
+            .map(|entry| entry.log_id)
+            .collect();
+        assert_eq!(held, model);
+    });
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn the_log_matches_a_model_under_random_operations(ops in proptest::collection::vec(op(), 1..40)) {
+        run_against_model(ops);
+    }
+}

@@ -1,7 +1,8 @@
 //! Raft RPCs between controllers over TCP: each message is one frame `[length u32 BE][JSON]`,
 //! at most [`FRAME_BYTES_MAX`]. A client keeps one connection per peer, reconnecting after any
 //! error; every call is bounded by openraft's RPC deadline. The listener answers each request frame
-//! with one response frame; a bad frame closes that connection and nothing else.
+//! with one response frame; a bad frame closes that connection and nothing else. At most
+//! [`CONNECTIONS_MAX`] connections are served at once.
 
 use std::io;
 use std::time::Duration;
@@ -22,6 +23,9 @@ use super::TypeConfig;
 
 /// The largest frame read or written (a snapshot chunk is far smaller).
 pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The most controller connections served at once; more are closed on accept. Each peer keeps
+/// one, so this only bounds misbehaving or foreign clients.
+pub const CONNECTIONS_MAX: usize = 64;
 /// How long connecting to a peer may take before the peer counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -92,6 +96,11 @@ pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    if connections.len() >= CONNECTIONS_MAX {
+                        tracing::warn!(%peer, limit = CONNECTIONS_MAX, "too many controller connections; closing this one");
+                        drop(stream);
+                        continue;
+                    }
                     let raft = raft.clone();
                     connections.spawn(async move {
                         if let Err(error) = answer(stream, raft).await {
