@@ -191,6 +191,8 @@ pub struct LeaderState {
     high_watermark: Offset,
     leader_epoch_start_offset: Offset,
     waits: BTreeMap<(Offset, ProduceWaitId), ProduceWait>,
+    /// Replicas that may not join the ISR (KIP-841: fenced or shutting down brokers).
+    ineligible: Vec<NodeId>,
 }
 
 impl LeaderState {
@@ -251,6 +253,7 @@ impl LeaderState {
             high_watermark: high_watermark.clamp(log_start_offset, log_end_offset),
             leader_epoch_start_offset: log_end_offset,
             waits: BTreeMap::new(),
+            ineligible: Vec::new(),
         }
     }
 
@@ -477,6 +480,7 @@ impl LeaderState {
     fn maybe_expand_isr(&mut self, replica: NodeId) -> Option<IsrProposal> {
         if self.isr.is_in_flight()
             || self.isr.isr().contains(&replica)
+            || self.ineligible.contains(&replica)
             || !self.is_follower_in_sync(replica)
         {
             return None;
@@ -550,6 +554,54 @@ impl LeaderState {
         self.maybe_increment_high_watermark(now)
     }
 
+    /// The metadata image changed the partition at this leader epoch with a newer partition epoch:
+    /// a new replica set (reassignment) and ISR. New replicas start with unknown progress, removed
+    /// ones are forgotten. Older or equal partition epochs are ignored (`None`). Returns the
+    /// high-watermark advance, if any.
+    pub fn on_partition_change(
+        &mut self,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        partition_epoch: PartitionEpoch,
+        now: TimestampMs,
+    ) -> Option<Offset> {
+        if partition_epoch <= self.partition_epoch {
+            return None;
+        }
+        let mut replicas = replicas;
+        if !replicas.contains(&self.local) {
+            replicas.push(self.local);
+        }
+        self.followers
+            .retain(|replica, _| replicas.contains(replica));
+        for replica in &replicas {
+            if *replica != self.local && !self.followers.contains_key(replica) {
+                self.followers.insert(
+                    *replica,
+                    FollowerProgress {
+                        log_end_offset: None,
+                        durable_offset: None,
+                        last_caught_up_time: TimestampMs(0),
+                        last_fetch_time: now,
+                        last_fetch_leader_log_end_offset: self.log_end_offset,
+                    },
+                );
+            }
+        }
+        self.replicas = replicas;
+        let isr = isr
+            .into_iter()
+            .filter(|replica| self.replicas.contains(replica))
+            .collect();
+        self.on_isr_committed(isr, partition_epoch, now)
+    }
+
+    /// KIP-841: the replicas whose brokers are fenced or shutting down in the metadata image. They
+    /// are not proposed for the ISR and do not hold the high watermark as "about to join".
+    pub fn set_ineligible_replicas(&mut self, ineligible: Vec<NodeId>) {
+        self.ineligible = ineligible;
+    }
+
     /// The controller rejected `proposal`. If it is still the one in flight (Kafka ignores answers
     /// to proposals that are no longer pending), go back to the last committed ISR; the next fetch
     /// or shrink check may propose again. Returns whether the state changed.
@@ -612,6 +664,7 @@ impl LeaderState {
         for (replica, progress) in &self.followers {
             let in_maximal_isr = maximal_isr.contains(replica);
             let joining = !in_maximal_isr
+                && !self.ineligible.contains(replica)
                 && progress.log_end_offset.is_some()
                 && self.is_caught_up(progress, now);
             if !(in_maximal_isr || joining) {

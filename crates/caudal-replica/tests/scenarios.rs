@@ -845,3 +845,126 @@ fn a_follower_adopts_the_leader_high_watermark_up_to_its_own_log_end() {
         Offset(support::FETCH_RECORDS_MAX as i64)
     );
 }
+
+#[test]
+fn ineligible_replicas_do_not_join_the_isr() {
+    let mut log = TestLog::default();
+    for _ in 0..4 {
+        log.append(1);
+    }
+    log.flush();
+    let mut leader = lead(A, 1, &[A, B], &log, 4);
+    leader.set_ineligible_replicas(vec![C]);
+    leader
+        .on_follower_fetch(fetch(B, 4, 4, 1), no_epochs, TimestampMs(1))
+        .unwrap();
+    let outcome = leader
+        .on_follower_fetch(fetch(C, 4, 4, 1), no_epochs, TimestampMs(1))
+        .unwrap();
+    assert_eq!(
+        outcome.isr_proposal, None,
+        "a fenced broker is not proposed"
+    );
+    // Nor does it hold the high watermark back as a replica about to join.
+    leader
+        .on_follower_fetch(fetch(C, 2, 2, 1), no_epochs, TimestampMs(2))
+        .unwrap();
+    log.append(1);
+    leader.on_append(log.log_end_offset(), TimestampMs(2));
+    leader.on_local_flush(log.flush(), TimestampMs(2));
+    leader
+        .on_follower_fetch(fetch(B, 5, 5, 1), no_epochs, TimestampMs(2))
+        .unwrap();
+    assert_eq!(leader.high_watermark(), Offset(5));
+    leader.set_ineligible_replicas(Vec::new());
+    let outcome = leader
+        .on_follower_fetch(fetch(C, 5, 5, 1), no_epochs, TimestampMs(3))
+        .unwrap();
+    assert_eq!(
+        outcome.isr_proposal.map(|proposal| proposal.new_isr),
+        Some(vec![A, B, C])
+    );
+}
+
+#[test]
+fn a_caught_up_replica_outside_the_isr_holds_the_high_watermark_while_it_joins() {
+    let mut log = TestLog::default();
+    for _ in 0..4 {
+        log.append(1);
+    }
+    log.flush();
+    let mut leader = lead(A, 1, &[A, B], &log, 4);
+    leader
+        .on_follower_fetch(fetch(B, 4, 4, 1), no_epochs, TimestampMs(1))
+        .unwrap();
+    // C catches up (its expansion goes out), then falls behind a new append while the ISR change
+    // is pending: C holds the high watermark (maximal ISR).
+    let outcome = leader
+        .on_follower_fetch(fetch(C, 4, 4, 1), no_epochs, TimestampMs(1))
+        .unwrap();
+    let proposal = outcome.isr_proposal.unwrap();
+    log.append(1);
+    leader.on_append(log.log_end_offset(), TimestampMs(2));
+    leader.on_local_flush(log.flush(), TimestampMs(2));
+    leader
+        .on_follower_fetch(fetch(B, 5, 5, 1), no_epochs, TimestampMs(2))
+        .unwrap();
+    assert_eq!(leader.high_watermark(), Offset(4));
+    // Rejected: C is no longer in the maximal ISR but, caught up within the lag time, it still
+    // holds the high watermark as a replica about to join (shouldWaitForReplicaToJoinIsr).
+    assert!(leader.on_isr_rejected(&proposal));
+    leader
+        .on_follower_fetch(fetch(B, 5, 5, 1), no_epochs, TimestampMs(3))
+        .unwrap();
+    assert_eq!(leader.high_watermark(), Offset(4));
+    leader
+        .on_follower_fetch(fetch(C, 5, 5, 1), no_epochs, TimestampMs(3))
+        .unwrap();
+    assert_eq!(leader.high_watermark(), Offset(5));
+}
+
+#[test]
+fn reassignment_adds_and_removes_replicas() {
+    const D: NodeId = NodeId(4);
+    let mut log = TestLog::default();
+    for _ in 0..4 {
+        log.append(1);
+    }
+    log.flush();
+    let mut leader = lead(A, 1, &[A, B, C], &log, 4);
+    assert_eq!(
+        leader.on_follower_fetch(fetch(D, 0, 0, 1), no_epochs, TimestampMs(1)),
+        Err(ErrorCode::NotLeaderOrFollower)
+    );
+    // D joins the assignment, C leaves it.
+    assert_eq!(
+        leader.on_partition_change(
+            vec![A, B, D],
+            vec![A, B, C],
+            PartitionEpoch(2),
+            TimestampMs(2)
+        ),
+        None
+    );
+    assert_eq!(leader.replicas(), &[A, B, D]);
+    assert_eq!(leader.isr(), &[A, B]);
+    assert!(leader.follower(C).is_none());
+    // A stale image is ignored.
+    leader.on_partition_change(
+        vec![A, B, C],
+        vec![A, B, C],
+        PartitionEpoch(2),
+        TimestampMs(2),
+    );
+    assert_eq!(leader.replicas(), &[A, B, D]);
+    leader
+        .on_follower_fetch(fetch(B, 4, 4, 1), no_epochs, TimestampMs(3))
+        .unwrap();
+    let outcome = leader
+        .on_follower_fetch(fetch(D, 4, 4, 1), no_epochs, TimestampMs(3))
+        .unwrap();
+    assert_eq!(
+        outcome.isr_proposal.map(|proposal| proposal.new_isr),
+        Some(vec![A, B, D])
+    );
+}
