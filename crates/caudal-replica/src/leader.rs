@@ -113,6 +113,12 @@ impl IsrState {
         }
     }
 
+    /// Whether `replica` is in the maximal ISR (without building it: the high-watermark path).
+    pub fn in_maximal_isr(&self, replica: NodeId) -> bool {
+        self.isr().contains(&replica)
+            || matches!(self, IsrState::PendingExpand { adding, .. } if *adding == replica)
+    }
+
     /// Whether an AlterPartition is in flight.
     pub fn is_in_flight(&self) -> bool {
         !matches!(self, IsrState::Committed { .. })
@@ -659,10 +665,9 @@ impl LeaderState {
         if self.is_under_min_isr() {
             return None;
         }
-        let maximal_isr = self.isr.maximal_isr();
         let mut candidate = self.local_replicated_offset();
         for (replica, progress) in &self.followers {
-            let in_maximal_isr = maximal_isr.contains(replica);
+            let in_maximal_isr = self.isr.in_maximal_isr(*replica);
             let joining = !in_maximal_isr
                 && !self.ineligible.contains(replica)
                 && progress.log_end_offset.is_some()
