@@ -203,8 +203,12 @@ impl Partition {
 
     /// Asks for everything below `offset` to be fsynced, starting the flusher if it is idle.
     fn request_flush(self: &Arc<Self>, offset: Offset) {
-        self.flush_wanted.fetch_max(offset.0, Ordering::AcqRel);
-        if self.flusher_running.swap(true, Ordering::AcqRel) {
+        // SeqCst here and in the flusher's exit check: each side stores one flag and then reads
+        // the other's (store-load), which acquire/release does not order — on x86 the flusher's
+        // read of `flush_wanted` may pass its own `flusher_running = false`, and then neither
+        // side starts the flush this waiter needs.
+        self.flush_wanted.fetch_max(offset.0, Ordering::SeqCst);
+        if self.flusher_running.swap(true, Ordering::SeqCst) {
             return;
         }
         let partition = self.clone();
@@ -214,7 +218,7 @@ impl Partition {
     /// The flusher: fsync until nobody waits for more. Runs on a blocking thread.
     fn run_flusher(&self) {
         loop {
-            let wanted = Offset(self.flush_wanted.load(Ordering::Acquire));
+            let wanted = Offset(self.flush_wanted.load(Ordering::SeqCst));
             let result = self.log.flush_to(wanted);
             self.last_flush_ms
                 .store(crate::broker::now_ms().0, Ordering::Relaxed);
@@ -224,18 +228,18 @@ impl Partition {
             }
             self.flushed.send_modify(|generation| *generation += 1);
             if result.is_err() {
-                self.flusher_running.store(false, Ordering::Release);
+                self.flusher_running.store(false, Ordering::SeqCst);
                 return;
             }
-            self.flusher_running.store(false, Ordering::Release);
+            self.flusher_running.store(false, Ordering::SeqCst);
             // A waiter that asked for more after the flush began either sees the flusher stopped
             // and starts it, or is seen here.
             // It also stops when nothing is left to flush (a wanted offset above the log end can
             // only come from data truncated away since).
             let recovery_point = self.log.recovery_point();
-            if self.flush_wanted.load(Ordering::Acquire) <= recovery_point.0
+            if self.flush_wanted.load(Ordering::SeqCst) <= recovery_point.0
                 || recovery_point >= self.log.log_end_offset()
-                || self.flusher_running.swap(true, Ordering::AcqRel)
+                || self.flusher_running.swap(true, Ordering::SeqCst)
             {
                 return;
             }
