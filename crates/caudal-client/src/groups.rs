@@ -689,46 +689,36 @@ impl Client {
             let response = connection.request_at(&request, version).await?;
             // (topic, partition, offset, leader epoch, metadata, error code)
             type Row = (String, i32, i64, i32, Option<String>, i16);
+            // v8+ and older responses use two struct types with the same fields.
+            macro_rules! rows {
+                ($topics:expr) => {
+                    $topics
+                        .iter()
+                        .flat_map(|topic| {
+                            topic.partitions.iter().map(move |p| {
+                                (
+                                    topic.name.0.to_string(),
+                                    p.partition_index,
+                                    p.committed_offset,
+                                    p.committed_leader_epoch,
+                                    p.metadata.as_ref().map(|m| m.to_string()),
+                                    p.error_code,
+                                )
+                            })
+                        })
+                        .collect::<Vec<Row>>()
+                };
+            }
             let (group_error, rows): (i16, Vec<Row>) = if version >= 8 {
                 let group = response
                     .groups
                     .iter()
                     .find(|group| group.group_id.0.as_str() == group_id)
                     .ok_or_else(|| missing(group_context(group_id)))?;
-                let rows = group
-                    .topics
-                    .iter()
-                    .flat_map(|topic| {
-                        topic.partitions.iter().map(move |p| {
-                            (
-                                topic.name.0.to_string(),
-                                p.partition_index,
-                                p.committed_offset,
-                                p.committed_leader_epoch,
-                                p.metadata.as_ref().map(|m| m.to_string()),
-                                p.error_code,
-                            )
-                        })
-                    })
-                    .collect();
+                let rows = rows!(group.topics);
                 (group.error_code, rows)
             } else {
-                let rows = response
-                    .topics
-                    .iter()
-                    .flat_map(|topic| {
-                        topic.partitions.iter().map(move |p| {
-                            (
-                                topic.name.0.to_string(),
-                                p.partition_index,
-                                p.committed_offset,
-                                p.committed_leader_epoch,
-                                p.metadata.as_ref().map(|m| m.to_string()),
-                                p.error_code,
-                            )
-                        })
-                    })
-                    .collect();
+                let rows = rows!(response.topics);
                 (response.error_code, rows)
             };
             match ErrorCode::try_from_code(group_error) {

@@ -9,14 +9,12 @@ use caudal_protocol::{ApiKey, ErrorCode, ResponseKind};
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::{encode, text};
+use super::{AUTHORIZED_OPERATIONS_OMITTED, encode, text};
 use crate::broker::Broker;
 use crate::connection::Outcome;
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::DescribeCluster, 0, 2);
 
-/// "Not requested" in `cluster_authorized_operations`.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// Without an authorizer every cluster operation is allowed: CREATE (5), ALTER (7), DESCRIBE (8),
 /// CLUSTER_ACTION (9), DESCRIBE_CONFIGS (10), ALTER_CONFIGS (11), IDEMPOTENT_WRITE (12).
 const CLUSTER_OPERATIONS_ALL: i32 =

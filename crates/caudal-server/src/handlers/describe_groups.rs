@@ -9,15 +9,13 @@ use caudal_protocol::{ApiKey, ResponseKind};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
 
-use super::{encode, text};
+use super::{AUTHORIZED_OPERATIONS_OMITTED, encode, text};
 use crate::broker::Broker;
 use crate::connection::Outcome;
 use crate::groups::{Answer, Query};
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::DescribeGroups, 0, 5);
 
-/// "Not requested" in `authorized_operations`.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// Without an authorizer every group operation is allowed: READ (3), DELETE (6), DESCRIBE (8).
 const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 

@@ -16,15 +16,12 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::{encode, text};
+use super::{AUTHORIZED_OPERATIONS_OMITTED, encode, text};
 use crate::broker::Broker;
 use crate::connection::Outcome;
 use crate::errors::controller_error_code;
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::Metadata, 0, 13);
-
-/// "Authorized operations not requested" on the wire.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub async fn handle(
     broker: Arc<Broker>,

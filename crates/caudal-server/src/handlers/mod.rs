@@ -44,6 +44,9 @@ use kafka_protocol::protocol::StrBytes;
 use crate::broker::Broker;
 use crate::connection::{Outcome, Pending};
 
+/// `authorized_operations` when the client did not ask for them (Kafka's sentinel).
+pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
 /// Every API this broker serves, with its versions.
 pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     produce::VERSIONS,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use caudal_coordinator::{
     ErrorCode as GroupError, GenerationId, OffsetCommitPartition, OffsetCommitTopic, ResponseBody,
 };
+use caudal_metadata::MetadataImage;
 use caudal_model::{LeaderEpoch, Offset, PartitionIndex};
 use caudal_protocol::api::ApiVersionRange;
 use caudal_protocol::{ApiKey, ResponseKind};
@@ -23,6 +24,57 @@ use crate::groups::Call;
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::OffsetCommit, 2, 9);
 
+/// Per-partition errors of a group request, by (topic, partition).
+pub type PartitionErrors = HashMap<(String, i32), GroupError>;
+
+/// The partitions of a request that exist, mapped by `keep`, topic by topic (topics left empty
+/// are dropped); the others get UNKNOWN_TOPIC_OR_PARTITION in `errors` and never reach the
+/// coordinator, as in Kafka.
+pub fn known_partitions<'a, P: 'a, T>(
+    image: &MetadataImage,
+    topics: impl Iterator<Item = (&'a str, &'a [P])>,
+    index: impl Fn(&P) -> i32,
+    keep: impl Fn(&P) -> T,
+    errors: &mut PartitionErrors,
+) -> Vec<(String, Vec<T>)> {
+    let mut known = Vec::new();
+    for (name, partitions) in topics {
+        let topic = image.topic(name);
+        let mut kept = Vec::new();
+        for partition in partitions {
+            let partition_index = index(partition);
+            if topic.is_some_and(|topic| {
+                topic
+                    .partitions
+                    .contains_key(&PartitionIndex(partition_index))
+            }) {
+                kept.push(keep(partition));
+            } else {
+                errors.insert(
+                    (name.to_string(), partition_index),
+                    GroupError::UnknownTopicOrPartition,
+                );
+            }
+        }
+        if !kept.is_empty() {
+            known.push((name.to_string(), kept));
+        }
+    }
+    known
+}
+
+/// Adds the coordinator's per-partition answers to `errors`.
+pub fn record_errors(
+    errors: &mut PartitionErrors,
+    answered: Vec<(String, Vec<(PartitionIndex, GroupError)>)>,
+) {
+    for (topic, partitions) in answered {
+        for (partition, error) in partitions {
+            errors.insert((topic.clone(), partition.0), error);
+        }
+    }
+}
+
 pub async fn handle(
     broker: Arc<Broker>,
     request: OffsetCommitRequest,
@@ -31,44 +83,32 @@ pub async fn handle(
 ) -> Outcome {
     let group_id = request.group_id.0.to_string();
     let image = broker.image();
-    // Errors decided here, by (topic, partition).
-    let mut errors: HashMap<(String, i32), GroupError> = HashMap::new();
-    let mut topics = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let known = image.topic(&name);
-        let mut partitions = Vec::new();
-        for partition in &topic.partitions {
-            let exists = known.is_some_and(|known| {
-                known
-                    .partitions
-                    .contains_key(&PartitionIndex(partition.partition_index))
-            });
-            if !exists {
-                errors.insert(
-                    (name.clone(), partition.partition_index),
-                    GroupError::UnknownTopicOrPartition,
-                );
-                continue;
-            }
-            partitions.push(OffsetCommitPartition {
-                partition: PartitionIndex(partition.partition_index),
-                committed_offset: Offset(partition.committed_offset),
-                committed_leader_epoch: if version >= 6 {
-                    LeaderEpoch(partition.committed_leader_epoch)
-                } else {
-                    LeaderEpoch::UNKNOWN
-                },
-                committed_metadata: partition
-                    .committed_metadata
-                    .as_ref()
-                    .map(|metadata| metadata.to_string()),
-            });
-        }
-        if !partitions.is_empty() {
-            topics.push(OffsetCommitTopic { name, partitions });
-        }
-    }
+    let mut errors = PartitionErrors::new();
+    let topics: Vec<OffsetCommitTopic> = known_partitions(
+        &image,
+        request
+            .topics
+            .iter()
+            .map(|topic| (topic.name.0.as_str(), topic.partitions.as_slice())),
+        |partition| partition.partition_index,
+        |partition| OffsetCommitPartition {
+            partition: PartitionIndex(partition.partition_index),
+            committed_offset: Offset(partition.committed_offset),
+            committed_leader_epoch: if version >= 6 {
+                LeaderEpoch(partition.committed_leader_epoch)
+            } else {
+                LeaderEpoch::UNKNOWN
+            },
+            committed_metadata: partition
+                .committed_metadata
+                .as_ref()
+                .map(|metadata| metadata.to_string()),
+        },
+        &mut errors,
+    )
+    .into_iter()
+    .map(|(name, partitions)| OffsetCommitTopic { name, partitions })
+    .collect();
     if !topics.is_empty() {
         let commit = caudal_coordinator::OffsetCommitRequest {
             group_id: group_id.clone(),
@@ -87,13 +127,7 @@ pub async fn handle(
             .call(&image, &group_id, Call::OffsetCommit(commit))
             .await
         {
-            Ok(ResponseBody::OffsetCommit(response)) => {
-                for (topic, partitions) in response.topics {
-                    for (partition, error) in partitions {
-                        errors.insert((topic.clone(), partition.0), error);
-                    }
-                }
-            }
+            Ok(ResponseBody::OffsetCommit(response)) => record_errors(&mut errors, response.topics),
             other => {
                 let error = match other {
                     Err(error) => error,

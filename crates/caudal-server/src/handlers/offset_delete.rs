@@ -1,7 +1,6 @@
 //! OffsetDelete (key 47): removes a group's committed offsets for topics it no longer consumes.
 //! Partitions that do not exist are answered UNKNOWN_TOPIC_OR_PARTITION here.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use caudal_coordinator::{ErrorCode as GroupError, ResponseBody};
@@ -14,6 +13,7 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::encode;
+use super::offset_commit::{PartitionErrors, known_partitions, record_errors};
 use crate::broker::Broker;
 use crate::connection::Outcome;
 use crate::groups::Call;
@@ -28,38 +28,24 @@ pub async fn handle(
 ) -> Outcome {
     let group_id = request.group_id.0.to_string();
     let image = broker.image();
-    let mut errors: HashMap<(String, i32), GroupError> = HashMap::new();
-    let mut topics = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let known = image.topic(&name);
-        let mut partitions = Vec::new();
-        for partition in &topic.partitions {
-            let index = PartitionIndex(partition.partition_index);
-            if known.is_some_and(|known| known.partitions.contains_key(&index)) {
-                partitions.push(index);
-            } else {
-                errors.insert(
-                    (name.clone(), partition.partition_index),
-                    GroupError::UnknownTopicOrPartition,
-                );
-            }
-        }
-        if !partitions.is_empty() {
-            topics.push((name, partitions));
-        }
-    }
+    let mut errors = PartitionErrors::new();
+    let topics = known_partitions(
+        &image,
+        request
+            .topics
+            .iter()
+            .map(|topic| (topic.name.0.as_str(), topic.partitions.as_slice())),
+        |partition| partition.partition_index,
+        |partition| PartitionIndex(partition.partition_index),
+        &mut errors,
+    );
     let call = Call::OffsetDelete {
         group_id: group_id.clone(),
         topics,
     };
     let top_level = match broker.groups.call(&image, &group_id, call).await {
         Ok(ResponseBody::OffsetDelete(response)) => {
-            for (topic, partitions) in response.topics {
-                for (partition, error) in partitions {
-                    errors.insert((topic.clone(), partition.0), error);
-                }
-            }
+            record_errors(&mut errors, response.topics);
             response.error
         }
         Ok(other) => {

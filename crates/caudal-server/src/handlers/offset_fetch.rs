@@ -22,6 +22,33 @@ pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::OffsetFetch, 
 
 type TopicList = Option<Vec<(String, Vec<PartitionIndex>)>>;
 
+/// The committed offsets as the response's topics. v8+ (several groups) and older versions use
+/// two struct types with the same fields, hence a macro rather than a function.
+macro_rules! wire_topics {
+    ($topic:ident, $partition:ident, $topics:expr) => {
+        $topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                $topic::default()
+                    .with_name(TopicName(text(name)))
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|partition| {
+                                $partition::default()
+                                    .with_partition_index(partition.partition.0)
+                                    .with_committed_offset(partition.committed_offset.0)
+                                    .with_committed_leader_epoch(partition.committed_leader_epoch.0)
+                                    .with_metadata(Some(text(partition.metadata)))
+                                    .with_error_code(partition.error.code())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect()
+    };
+}
+
 pub async fn handle(
     broker: Arc<Broker>,
     request: OffsetFetchRequest,
@@ -42,33 +69,11 @@ pub async fn handle(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(group.group_id.clone())
                     .with_error_code(fetched.error.code())
-                    .with_topics(
-                        fetched
-                            .topics
-                            .into_iter()
-                            .map(|(name, partitions)| {
-                                OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(text(name)))
-                                    .with_partitions(
-                                        partitions
-                                            .into_iter()
-                                            .map(|partition| {
-                                                OffsetFetchResponsePartitions::default()
-                                                    .with_partition_index(partition.partition.0)
-                                                    .with_committed_offset(
-                                                        partition.committed_offset.0,
-                                                    )
-                                                    .with_committed_leader_epoch(
-                                                        partition.committed_leader_epoch.0,
-                                                    )
-                                                    .with_metadata(Some(text(partition.metadata)))
-                                                    .with_error_code(partition.error.code())
-                                            })
-                                            .collect(),
-                                    )
-                            })
-                            .collect(),
-                    ),
+                    .with_topics(wire_topics!(
+                        OffsetFetchResponseTopics,
+                        OffsetFetchResponsePartitions,
+                        fetched.topics
+                    )),
             );
         }
         OffsetFetchResponse::default().with_groups(groups)
@@ -111,31 +116,11 @@ pub async fn handle(
         }
         OffsetFetchResponse::default()
             .with_error_code(fetched.error.code())
-            .with_topics(
-                fetched
-                    .topics
-                    .into_iter()
-                    .map(|(name, partitions)| {
-                        OffsetFetchResponseTopic::default()
-                            .with_name(TopicName(text(name)))
-                            .with_partitions(
-                                partitions
-                                    .into_iter()
-                                    .map(|partition| {
-                                        OffsetFetchResponsePartition::default()
-                                            .with_partition_index(partition.partition.0)
-                                            .with_committed_offset(partition.committed_offset.0)
-                                            .with_committed_leader_epoch(
-                                                partition.committed_leader_epoch.0,
-                                            )
-                                            .with_metadata(Some(text(partition.metadata)))
-                                            .with_error_code(partition.error.code())
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            )
+            .with_topics(wire_topics!(
+                OffsetFetchResponseTopic,
+                OffsetFetchResponsePartition,
+                fetched.topics
+            ))
     };
     encode(
         correlation_id,
