@@ -225,18 +225,20 @@ impl Partition {
             if let Err(error) = &result {
                 tracing::error!(partition = %self.topic_partition, %error, "flush failed");
                 self.flush_failed.store(true, Ordering::Release);
-            }
-            self.flushed.send_modify(|generation| *generation += 1);
-            if result.is_err() {
                 self.flusher_running.store(false, Ordering::SeqCst);
+                self.flushed.send_modify(|generation| *generation += 1);
                 return;
             }
             self.flusher_running.store(false, Ordering::SeqCst);
+            // Waiters are woken only after the recovery point this round decides on is read:
+            // other flushes (the log's own, after a segment roll) also move it, and a waiter that
+            // saw an older value must look again before the flusher leaves for good.
+            let recovery_point = self.log.recovery_point();
+            self.flushed.send_modify(|generation| *generation += 1);
             // A waiter that asked for more after the flush began either sees the flusher stopped
             // and starts it, or is seen here.
             // It also stops when nothing is left to flush (a wanted offset above the log end can
             // only come from data truncated away since).
-            let recovery_point = self.log.recovery_point();
             if self.flush_wanted.load(Ordering::SeqCst) <= recovery_point.0
                 || recovery_point >= self.log.log_end_offset()
                 || self.flusher_running.swap(true, Ordering::SeqCst)
@@ -271,5 +273,97 @@ impl Partition {
             self.last_flush_ms.store(now.0, Ordering::Relaxed);
             self.request_flush(self.log.log_end_offset());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use caudal_storage::LogManager;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as WireType,
+    };
+
+    use super::*;
+
+    fn one_record() -> BytesMut {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: WireType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1_700_000_000_000,
+            key: Some(bytes::Bytes::from_static(b"k")),
+            value: Some(bytes::Bytes::from_static(b"v")),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap();
+        buf
+    }
+
+    /// Durability waiters must wake however the recovery point moves: the log flushes on its own
+    /// after rolls, and a waiter that saw the flusher's older recovery point used to sleep forever
+    /// once the flusher found nothing left to do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn durability_waiters_wake_when_another_flush_covers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = LogManager::open(dir.path(), TimestampMs(0)).unwrap();
+        let tp = TopicPartition::new("waits", 0);
+        let log = manager
+            .create_log(&tp, Uuid::new_v4(), LogConfig::default(), TimestampMs(0))
+            .unwrap();
+        let (_, settings) = settings_from_configs(&[]);
+        let partition = Arc::new(Partition::new(
+            log.clone(),
+            LeaderEpoch(0),
+            settings,
+            TimestampMs(0),
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let outside = {
+            let (log, stop) = (log.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    log.flush().unwrap();
+                }
+            })
+        };
+        let batch = one_record().freeze();
+        for _round in 0..200 {
+            let waits: Vec<_> = (0..8)
+                .map(|_| {
+                    let (partition, batch) = (partition.clone(), batch.clone());
+                    tokio::spawn(async move {
+                        let outcome = partition
+                            .log
+                            .append_as_leader(&batch, LeaderEpoch(0), TimestampMs(0))
+                            .unwrap();
+                        partition.wait_durable(outcome.last_offset.next()).await
+                    })
+                })
+                .collect();
+            for wait in waits {
+                tokio::time::timeout(Duration::from_secs(10), wait)
+                    .await
+                    .expect("a durability waiter was never woken")
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        outside.join().unwrap();
+        assert_eq!(log.recovery_point(), Offset(1600));
     }
 }
