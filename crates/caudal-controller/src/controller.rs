@@ -62,10 +62,20 @@ impl Controller {
                 rack: node.rack.clone(),
             };
             let current = image.brokers.get(&node.node_id);
-            if current.is_none_or(|current| {
+            let changed = current.is_none_or(|current| {
                 current.host != node.host || current.port != node.port || current.rack != node.rack
-            }) {
+            });
+            if changed {
                 records.push(registration);
+            }
+            // A single node is its own only broker: always unfenced (a registration fences, and
+            // logs written before fencing existed replay their registrations as fenced).
+            if changed || current.is_some_and(|current| !current.is_active()) {
+                records.push(MetadataRecord::BrokerState {
+                    node_id: node.node_id,
+                    fenced: false,
+                    in_controlled_shutdown: false,
+                });
             }
             Ok((records, ()))
         })?;
@@ -104,7 +114,7 @@ impl Controller {
 }
 
 /// A cluster id in Kafka's form: a random UUID, URL-safe base64 without padding (22 characters).
-fn new_cluster_id() -> String {
+pub(crate) fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = uuid::Uuid::new_v4().into_bytes();
     let mut bits: u128 = u128::from_be_bytes(bytes);
@@ -165,6 +175,7 @@ mod tests {
         let image = reopened.image();
         assert_eq!(image.cluster_id.as_deref(), Some(cluster_id.as_str()));
         assert_eq!(image.topic("t").unwrap().partitions.len(), 3);
+        assert!(image.is_broker_active(NodeId(1)));
         // Same address: nothing new written at restart.
         assert_eq!(image.last_applied, applied);
     }

@@ -70,8 +70,11 @@ impl BrokerLeases {
 }
 
 /// The record registering `broker`, unless the image already has it with the same address.
+/// (Fencing state is not compared: a registration always leaves the broker fenced.)
 pub fn register_broker(image: &MetadataImage, broker: &BrokerRegistration) -> Vec<MetadataRecord> {
-    if image.brokers.get(&broker.node_id) == Some(broker) {
+    if image.brokers.get(&broker.node_id).is_some_and(|known| {
+        known.host == broker.host && known.port == broker.port && known.rack == broker.rack
+    }) {
         return Vec::new();
     }
     vec![MetadataRecord::RegisterBroker {
@@ -254,6 +257,8 @@ mod tests {
             host: "h".into(),
             port: 1,
             rack: Some("r".into()),
+            fenced: true,
+            in_controlled_shutdown: false,
         };
         let after = apply(&image, &register_broker(&image, &new));
         assert_eq!(after.brokers[&node(9)], new);
