@@ -18,10 +18,13 @@
 //! log order and replay reproduces the same image. With the Raft quorum (openraft) the `log` module
 //! becomes the Raft log store and `controller` the leader's write path; `decisions` stays as is.
 
+pub mod command;
 pub mod controller;
 pub mod decisions;
 pub mod log;
 pub mod quorum;
+pub mod replication;
 
+pub use command::{Command, CommandError, CommandReply};
 pub use controller::Controller;
 pub use decisions::{ControllerError, NewTopic, TopicDefaults};
