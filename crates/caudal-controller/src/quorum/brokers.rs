@@ -47,6 +47,15 @@ impl BrokerLeases {
         self.last_heartbeat = image.brokers.keys().map(|node| (*node, now)).collect();
     }
 
+    /// Gives every broker registered in `image` that has no lease yet one starting `now` (brokers
+    /// whose registration this controller applied after it became leader, or learned from its
+    /// predecessor's last entries).
+    pub fn adopt(&mut self, image: &MetadataImage, now: Instant) {
+        for node in image.brokers.keys() {
+            self.last_heartbeat.entry(*node).or_insert(now);
+        }
+    }
+
     /// Records a heartbeat (or a registration) from `node`.
     pub fn heartbeat(&mut self, node: NodeId, now: Instant) {
         self.last_heartbeat.insert(node, now);
