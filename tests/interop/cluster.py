@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -49,7 +50,6 @@ FAST_FAILOVER = {
     "replica.lag.time.max.ms": "5000",
     "offsets.topic.replication.factor": "3",
     "offsets.topic.num.partitions": "4",
-    "transaction.state.log.replication.factor": "3",
     "group.initial.rebalance.delay.ms": "300",
 }
 
@@ -155,7 +155,7 @@ class Node(Broker):
         while True:
             self._check_alive("while starting")
             if self.cluster.aborted.is_set():
-                raise BrokerError(f"{self}: start aborted (another node failed)")
+                raise BrokerError(f"{self}: start aborted, another node failed (last Metadata: {last})")
             try:
                 brokers, controller, _ = probe_metadata(self.bootstrap, [], timeout=2.0)
                 want = {n.node_id for n in self.cluster.nodes if n.up()} | {self.node_id}
@@ -427,9 +427,61 @@ class Cluster:
         fs[topic].result(timeout=timeout + 5)
         return self.wait_isr(topic, replication_factor, timeout)
 
+    # ---- replicas on disk ---------------------------------------------------------------------
+    def wait_replicas_identical(self, topic: str, ends: dict[int, int], timeout: float = 30.0) -> None:
+        """Waits until every node holds, for every partition, the same batches (base offset, last
+        offset, CRC) covering offsets 0..ends[p]-1 in its segment files: followers store the
+        leader's batches as they are, and a replica that was leader of a divergent history (a
+        killed or paused leader's unreplicated writes) has truncated it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            problems = []
+            for p, end in sorted(ends.items()):
+                copies = {n.node_id: replica_batches(n, topic, p, end) for n in self.nodes}
+                for node_id, batches in copies.items():
+                    covered = batches and batches[0][0] == 0 and batches[-1][1] == end - 1 and all(
+                        b[0] == a[1] + 1 for a, b in zip(batches, batches[1:]))
+                    if end > 0 and not covered:
+                        problems.append(f"partition {p} on node {node_id}: batches do not cover 0..{end - 1}: "
+                                        f"{batches[:2]}..{batches[-2:]} ({len(batches)} batches)")
+                reference = copies[self.nodes[0].node_id]
+                for node_id, batches in copies.items():
+                    if batches != reference:
+                        i = next((i for i, (a, b) in enumerate(zip(batches, reference)) if a != b),
+                                 min(len(batches), len(reference)))
+                        problems.append(f"partition {p}: node {node_id} differs from node {self.nodes[0].node_id} at "
+                                        f"batch {i}: {batches[i:i + 1]} vs {reference[i:i + 1]}")
+            if not problems:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"replicas of {topic} differ after {timeout}s:\n" + "\n".join(problems[:20]))
+            time.sleep(0.5)
+
     # ---- logs ---------------------------------------------------------------------------------
     def log_tails(self, lines: int = 60) -> str:
         return "\n".join(n.log_tail(lines) for n in self.nodes)
+
+
+def replica_batches(node: Node, topic: str, partition: int, end: int) -> list[tuple[int, int, int]]:
+    """(base offset, last offset, CRC) of the v2 batches starting below `end` in a node's segment
+    files of one partition, in order; reading a file stops at the first incomplete batch."""
+    out = []
+    for path in node.segment_files(topic, partition):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # a segment deleted or renamed meanwhile: read again later
+            continue
+        pos = 0
+        while pos + 61 <= len(data):
+            base, length = struct.unpack_from(">qi", data, pos)
+            if length < 49 or pos + 12 + length > len(data):
+                break
+            crc = struct.unpack_from(">I", data, pos + 17)[0]
+            last_delta = struct.unpack_from(">i", data, pos + 23)[0]
+            if base < end:
+                out.append((base, base + last_delta, crc))
+            pos += 12 + length
+    return out
 
 
 def describe_view(v: NodeView | str, topics: list[str] | None) -> str:
@@ -727,40 +779,59 @@ def read_partitions(bootstrap: str, topic: str, partitions: int, min_end: dict[i
 
 
 def check_log(bootstrap: str, topic: str, producer: AckedProducer, timeout: float = 120.0) -> LogCheck:
-    """Reads the whole topic and asserts, against what `producer` (stopped) saw acknowledged:
-
-    - offsets are dense from 0 in every partition;
-    - every record is one the producer sent, in the partition it was sent to;
-    - no record is in the log twice (the producer is idempotent: not even unacknowledged ones);
-    - every acknowledged record is at the partition and offset its delivery report named;
-    - acknowledged records of a partition are in the order they were produced.
-    """
+    """Reads the whole topic (every partition from offset 0 to a high watermark covering every
+    acknowledged offset) and asserts `verify_log` finds nothing wrong with it against what
+    `producer` (stopped) saw acknowledged."""
     acked, _ = producer.snapshot()
     min_end: dict[int, int] = {}
     for p, off in acked.values():
         min_end[p] = max(min_end.get(p, 0), off + 1)
     records, ends = read_partitions(bootstrap, topic, producer.partitions, min_end, timeout)
+    problems, unacked_present = verify_log(records, ends, acked, producer.sent, producer.partitions)
+    assert not problems, f"log check of {topic} failed ({producer.summary()}):\n" + "\n".join(problems)
+    return LogCheck(
+        records,
+        ends,
+        unacked_present,
+        {"records": len(records), "acked": len(acked), "unacked_present": unacked_present, "ends": ends},
+    )
 
+
+def verify_log(
+    records: list[LogRecord], ends: dict[int, int], acked: dict[int, tuple[int, int]], sent: int, partitions: int
+) -> tuple[list[str], int]:
+    """The problems of a topic's log (`records` in offset order per partition, read up to `ends`)
+    written by an `AckedProducer` that sent records 0..sent-1 and got `acked` reports:
+
+    - offsets are dense from 0 up to the end in every partition;
+    - every record is one the producer sent, in the partition it was sent to;
+    - no record is in the log twice (the producer is idempotent: not even unacknowledged ones);
+    - every acknowledged record is at the partition and offset its delivery report named;
+    - acknowledged records of a partition are in the order they were produced.
+
+    Returns (problems, how many unacknowledged records are in the log)."""
     problems: list[str] = []
     by_part: dict[int, list[LogRecord]] = defaultdict(list)
     for r in records:
         by_part[r.partition].append(r)
-    for p in range(producer.partitions):
+    for p in range(partitions):
         offsets = [r.offset for r in by_part[p]]
-        if offsets != list(range(ends[p])):
+        if offsets != list(range(ends.get(p, 0))):
             gap = next((i for i, o in enumerate(offsets) if o != i), len(offsets))
-            problems.append(f"partition {p}: offsets not dense up to {ends[p]}: at position {gap} found "
-                            f"{offsets[gap] if gap < len(offsets) else 'nothing'} (records {len(offsets)})")
+            found = offsets[gap] if gap < len(offsets) else "nothing"
+            problems.append(f"partition {p}: offsets not dense up to {ends.get(p, 0)}: offset {gap} missing, found {found} "
+                            f"({len(offsets)} records)")
 
     at: dict[tuple[int, int], int] = {}
     where: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for r in records:
         seq = AckedProducer.seq_of(r.value)
-        if seq is None or seq >= producer.sent or r.key != b"k%d" % seq:
-            problems.append(f"{r.partition}@{r.offset}: a record that was never produced: key {r.key!r} value {r.value[:40]!r}")
+        if seq is None or seq >= sent or r.key != b"k%d" % seq:
+            shown = None if r.value is None else r.value[:40]
+            problems.append(f"{r.partition}@{r.offset}: a record that was never produced: key {r.key!r} value {shown!r}")
             continue
-        if seq % producer.partitions != r.partition:
-            problems.append(f"{r.partition}@{r.offset}: record {seq} belongs to partition {seq % producer.partitions}")
+        if seq % partitions != r.partition:
+            problems.append(f"{r.partition}@{r.offset}: record {seq} belongs to partition {seq % partitions}")
         at[(r.partition, r.offset)] = seq
         where[seq].append((r.partition, r.offset))
 
@@ -780,21 +851,14 @@ def check_log(bootstrap: str, topic: str, producer: AckedProducer, timeout: floa
                         + "; ".join(f"seq {s}: reported {acked[s]}, found at {where[s]}, there now {at.get(acked[s])}"
                                     for s in moved[:5]))
 
-    for p in range(producer.partitions):
-        order = [at[(p, r.offset)] for r in by_part[p] if at.get((p, r.offset)) in acked]
-        bad = next((i for i in range(1, len(order)) if order[i] <= order[i - 1]), None)
+    for p in range(partitions):
+        order = [(r.offset, at[(p, r.offset)]) for r in by_part[p] if at.get((p, r.offset)) in acked]
+        bad = next((i for i in range(1, len(order)) if order[i][1] <= order[i - 1][1]), None)
         if bad is not None:
-            problems.append(f"partition {p}: acknowledged records out of production order at offset position {bad}: "
-                            f"... {order[max(0, bad - 3):bad + 3]} ...")
+            problems.append(f"partition {p}: acknowledged records out of production order: offset {order[bad - 1][0]} "
+                            f"holds record {order[bad - 1][1]}, offset {order[bad][0]} record {order[bad][1]}")
 
-    unacked_present = sum(1 for seq in where if seq not in acked)
-    assert not problems, f"log check of {topic} failed ({producer.summary()}):\n" + "\n".join(problems)
-    return LogCheck(
-        records,
-        ends,
-        unacked_present,
-        {"records": len(records), "acked": len(acked), "unacked_present": unacked_present, "ends": ends},
-    )
+    return problems, sum(1 for seq in where if seq not in acked)
 
 
 # ---- committed group offsets ------------------------------------------------------------------
