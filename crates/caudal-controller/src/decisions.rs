@@ -642,7 +642,7 @@ pub fn create_partitions(
                 .partitions
                 .values()
                 .next()
-                .map_or(1, |partition| partition.replicas.len() as i16);
+                .map_or(1, |partition| partition.target_replicas().len() as i16);
             let usable = usable_brokers(image);
             if replication_factor as usize > usable.len() {
                 return Err(ControllerError::InvalidReplicationFactor {

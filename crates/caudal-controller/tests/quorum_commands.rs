@@ -398,3 +398,143 @@ async fn controlled_shutdown_moves_leadership_then_lets_the_broker_stop() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isr_changes_elections_and_reassignments_through_a_follower() {
+    use caudal_controller::replication::{
+        AlterPartitionRequest, ElectionType, PartitionError, PartitionRef, ReassignmentRequest,
+        list_partition_reassignments,
+    };
+    use caudal_model::PartitionIndex;
+
+    bounded(async {
+        let cluster = Cluster::start(3, tuning(Duration::from_secs(30))).await;
+        let leader = cluster.leader().await;
+        let node = cluster.node((leader + 1) % 3);
+        for broker in 1..=3 {
+            node.submit(register(broker)).await.unwrap();
+            node.submit(heartbeat(broker, false)).await.unwrap();
+        }
+        let mut topic = NewTopic {
+            name: "t".into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            ..NewTopic::default()
+        };
+        topic.assignments.insert(0, vec![NodeId(1), NodeId(2)]);
+        node.submit(Command::CreateTopic {
+            topic,
+            defaults: TopicDefaults {
+                num_partitions: 1,
+                replication_factor: 1,
+            },
+            validate_only: false,
+        })
+        .await
+        .unwrap();
+        let partition = PartitionRef {
+            topic: "t".into(),
+            partition: PartitionIndex(0),
+        };
+        until(node, "topic", |image| image.topic("t").is_some()).await;
+        let topic_id = node.image().topic("t").unwrap().topic_id;
+        let current =
+            |node: &Quorum| node.image().topic("t").unwrap().partitions[&PartitionIndex(0)].clone();
+
+        // Reassign [1, 2] → [3, 2]: 3 is added, not yet in sync.
+        let reply = node
+            .submit(Command::AlterPartitionReassignments {
+                reassignments: vec![ReassignmentRequest {
+                    partition: partition.clone(),
+                    replicas: Some(vec![NodeId(3), NodeId(2)]),
+                }],
+            })
+            .await
+            .unwrap();
+        let CommandReply::AlterPartitionReassignments(results) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(results[0].result, Ok(()));
+        until(node, "reassigning", |image| {
+            !list_partition_reassignments(image, None).is_empty()
+        })
+        .await;
+        let before = current(node);
+        assert_eq!(before.replicas, vec![NodeId(3), NodeId(2), NodeId(1)]);
+
+        // The leader (1) reports 3 in sync: the reassignment completes and 1 hands over.
+        let alter = |isr: Vec<NodeId>, leader_epoch, partition_epoch| Command::AlterPartition {
+            partitions: vec![AlterPartitionRequest {
+                topic_id,
+                partition: PartitionIndex(0),
+                leader_id: NodeId(1),
+                leader_epoch,
+                partition_epoch,
+                new_isr: isr,
+            }],
+        };
+        let reply = node
+            .submit(alter(
+                vec![NodeId(1), NodeId(2), NodeId(3)],
+                before.leader_epoch,
+                before.partition_epoch,
+            ))
+            .await
+            .unwrap();
+        let CommandReply::AlterPartition(results) = reply else {
+            panic!("{reply:?}")
+        };
+        let state = results[0].clone().unwrap();
+        assert_eq!(state.replicas, vec![NodeId(3), NodeId(2)]);
+        assert_eq!(state.leader, NodeId(3));
+        until(node, "reassignment done", |image| {
+            list_partition_reassignments(image, None).is_empty()
+        })
+        .await;
+        // The same stale request again is refused per partition.
+        let reply = node
+            .submit(alter(
+                vec![NodeId(1), NodeId(2)],
+                before.leader_epoch,
+                before.partition_epoch,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            reply,
+            CommandReply::AlterPartition(vec![Err(PartitionError::FencedLeaderEpoch)])
+        );
+
+        // Preferred election: 3 is first and leads already.
+        let reply = node
+            .submit(Command::ElectLeaders {
+                election_type: ElectionType::Preferred,
+                partitions: Some(vec![partition.clone()]),
+            })
+            .await
+            .unwrap();
+        let CommandReply::ElectLeaders(results) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(results[0].result, Err(PartitionError::ElectionNotNeeded));
+        // Cancelling with nothing in progress.
+        let reply = node
+            .submit(Command::AlterPartitionReassignments {
+                reassignments: vec![ReassignmentRequest {
+                    partition,
+                    replicas: None,
+                }],
+            })
+            .await
+            .unwrap();
+        let CommandReply::AlterPartitionReassignments(results) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            results[0].result,
+            Err(PartitionError::NoReassignmentInProgress)
+        );
+        cluster.shutdown().await;
+    })
+    .await;
+}
