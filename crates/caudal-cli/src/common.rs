@@ -88,10 +88,16 @@ pub fn build_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 
 /// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise.
 pub fn init_logging(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Raft's own progress (votes, replication rounds) is logged at info by openraft: too much
+    // for an operator's log; it stays available with RUST_LOG=openraft=info.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},openraft=warn"))
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -8,6 +8,7 @@ mod broker;
 mod cluster;
 mod common;
 mod consume;
+mod dev;
 mod group;
 mod produce;
 mod server;
@@ -44,6 +45,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Load generators: produce / consume throughput, latency percentiles, broker CPU.
     Bench(bench::BenchArgs),
+    /// Development helpers: `caudal dev cluster --nodes 3` runs a local cluster.
+    Dev(dev::DevArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,5 +60,6 @@ fn main() -> std::process::ExitCode {
         Command::Produce(args) => produce::main(args),
         Command::Consume(args) => consume::main(args),
         Command::Bench(args) => bench::main(args),
+        Command::Dev(args) => dev::main(args),
     }
 }

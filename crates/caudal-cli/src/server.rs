@@ -14,6 +14,10 @@ Examples:
       One node: data in ./caudal-data, Kafka listener 127.0.0.1:9092.
   caudal server --data-dir /var/lib/caudal --listen 0.0.0.0:9092 --advertise broker1.example:9092
   caudal server --config server.properties --set log.segment.bytes=104857600
+  caudal server --node-id 1 --data-dir data-1 --listen 127.0.0.1:9092 \
+      --controller-listen 127.0.0.1:9093 \
+      --controller-voters 1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293
+      One node of three (start the other two likewise, or use `caudal dev cluster`).
   CAUDAL_AUTO_CREATE_TOPICS_ENABLE=false caudal server
 
 Configuration, lowest precedence first: Kafka's defaults, --config (TOML, or a Kafka
@@ -37,6 +41,15 @@ pub struct ServerArgs {
     /// This node's id (Kafka: node.id).
     #[arg(long, value_name = "N")]
     node_id: Option<i32>,
+    /// The controller listener of this node (Kafka: a CONTROLLER entry in listeners).
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// Every controller of the cluster (Kafka: controller.quorum.voters).
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_voters: Option<String>,
+    /// broker, controller, or broker,controller (the default; Kafka: process.roles).
+    #[arg(long, value_name = "ROLES")]
+    roles: Option<String>,
     /// Config file: TOML (*.toml) or Kafka server.properties.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -61,8 +74,22 @@ fn load_config(args: &ServerArgs) -> Result<BrokerConfig, String> {
     if let Some(dir) = &args.data_dir {
         flags.push(("log.dirs".into(), dir.display().to_string()));
     }
-    if let Some(listen) = &args.listen {
-        flags.push(("listeners".into(), format!("PLAINTEXT://{listen}")));
+    if args.listen.is_some() || args.controller_listen.is_some() {
+        let listen = args
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:9092".into());
+        let mut listeners = format!("PLAINTEXT://{listen}");
+        if let Some(controller) = &args.controller_listen {
+            listeners.push_str(&format!(",CONTROLLER://{controller}"));
+        }
+        flags.push(("listeners".into(), listeners));
+    }
+    if let Some(voters) = &args.controller_voters {
+        flags.push(("controller.quorum.voters".into(), voters.clone()));
+    }
+    if let Some(roles) = &args.roles {
+        flags.push(("process.roles".into(), roles.clone()));
     }
     if let Some(advertise) = &args.advertise {
         flags.push((
@@ -94,6 +121,13 @@ pub fn run(args: ServerArgs) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async move {
+        if config
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| !cluster.broker)
+        {
+            return run_controller_only(config).await;
+        }
         let handle = match caudal_server::start(config).await {
             Ok(handle) => handle,
             Err(error) => {
@@ -115,6 +149,23 @@ pub fn run(args: ServerArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// `process.roles=controller`: a member of the metadata quorum that serves no Kafka clients.
+async fn run_controller_only(config: caudal_server::BrokerConfig) -> ExitCode {
+    let quorum = match caudal_server::broker::start_quorum(&config).await {
+        Ok(quorum) => quorum,
+        Err(error) => {
+            tracing::error!(%error, "controller failed to start");
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(node_id = %config.node_id, "controller running (no broker role)");
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    quorum.shutdown().await;
+    ExitCode::SUCCESS
 }
 
 async fn wait_for_signal() {

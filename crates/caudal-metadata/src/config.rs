@@ -82,6 +82,7 @@ macro_rules! def {
 const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
 const CLEANUP_POLICIES: &[&str] = &["compact", "delete"];
 const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
+const PROCESS_ROLES: &[&str] = &["broker", "controller"];
 
 /// Every topic config Caudal knows, with Kafka's defaults.
 pub static TOPIC_CONFIGS: &[ConfigDef] = &[
@@ -335,6 +336,114 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         [],
         true,
         "Address clients are told to use; defaults to the listener."
+    ),
+    def!(
+        "process.roles",
+        List,
+        Some("broker,controller"),
+        Validator::ListOf(PROCESS_ROLES),
+        [],
+        true,
+        "The roles of this node: broker, controller, or both (combined)."
+    ),
+    def!(
+        "controller.quorum.voters",
+        List,
+        Some(""),
+        Validator::Any,
+        [],
+        true,
+        "The controller quorum as id@host:port,...; empty runs a single node on its own metadata log."
+    ),
+    def!(
+        "controller.listener.names",
+        List,
+        Some("CONTROLLER"),
+        Validator::Any,
+        [],
+        true,
+        "The listener in `listeners` the controller serves the quorum on."
+    ),
+    def!(
+        "broker.session.timeout.ms",
+        Int,
+        Some("9000"),
+        Validator::AtLeast(1),
+        [],
+        true,
+        "A broker that has not heartbeated to the controller for this long is fenced."
+    ),
+    def!(
+        "broker.heartbeat.interval.ms",
+        Int,
+        Some("2000"),
+        Validator::AtLeast(1),
+        [],
+        true,
+        "How often a broker heartbeats to the controller."
+    ),
+    def!(
+        "replica.lag.time.max.ms",
+        Long,
+        Some("30000"),
+        Validator::AtLeast(1),
+        [],
+        true,
+        "A follower that has not caught up for this long leaves the ISR."
+    ),
+    def!(
+        "replica.fetch.wait.max.ms",
+        Int,
+        Some("500"),
+        Validator::AtLeast(0),
+        [],
+        true,
+        "The longest a follower's fetch waits at the leader for new records."
+    ),
+    def!(
+        "replica.fetch.max.bytes",
+        Int,
+        Some("1048576"),
+        Validator::AtLeast(0),
+        [],
+        true,
+        "Bytes a follower asks for per partition."
+    ),
+    def!(
+        "replica.fetch.response.max.bytes",
+        Int,
+        Some("10485760"),
+        Validator::AtLeast(0),
+        [],
+        true,
+        "Bytes a follower asks for per fetch."
+    ),
+    def!(
+        "replica.fetch.backoff.ms",
+        Int,
+        Some("1000"),
+        Validator::AtLeast(0),
+        [],
+        true,
+        "How long a follower waits after a fetch error."
+    ),
+    def!(
+        "replica.socket.timeout.ms",
+        Int,
+        Some("30000"),
+        Validator::AtLeast(1),
+        [],
+        true,
+        "The deadline of one follower fetch request."
+    ),
+    def!(
+        "controlled.shutdown.enable",
+        Boolean,
+        Some("true"),
+        Validator::Any,
+        [],
+        true,
+        "On SIGTERM, move leadership away before stopping."
     ),
     def!(
         "auto.create.topics.enable",

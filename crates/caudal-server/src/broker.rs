@@ -9,6 +9,8 @@ use std::time::Duration;
 use crate::metadata::{MetadataError, MetadataService};
 use caudal_controller::command::{Command, CommandReply};
 use caudal_controller::decisions::{CreatedTopic, NewTopic, TopicDefaults};
+use caudal_controller::quorum::brokers::BrokerHeartbeatReply;
+use caudal_controller::quorum::{Quorum, QuorumConfig, QuorumTuning};
 use caudal_controller::{Controller, ControllerError};
 use caudal_metadata::config::{BrokerLayers, ResolvedConfig, resolve_topic_configs};
 use caudal_metadata::{ConfigResource, MetadataImage};
@@ -49,6 +51,8 @@ pub enum StartError {
     Controller(#[from] ControllerError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -89,6 +93,9 @@ pub struct Broker {
     /// Every task the broker runs (connections, coordinators, maintenance): shutdown waits for
     /// them before closing the logs.
     pub tasks: TaskTracker,
+    /// Set once the broker asks the controller to move its leaderships away before it stops
+    /// (controlled shutdown): every heartbeat from then on says so.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl Broker {
@@ -132,6 +139,7 @@ impl Broker {
             connections: Arc::new(Semaphore::new(connections_max)),
             groups: GroupCoordinator::new(node_id, config_groups, acks_all_fsync),
             tasks: TaskTracker::new(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
         let failures = broker.reconcile();
         if !failures.is_empty() {
@@ -512,6 +520,11 @@ pub struct BrokerHandle {
 impl BrokerHandle {
     /// Stops accepting, closes connections, waits for tasks, and closes the logs cleanly.
     pub async fn shutdown(self) -> Result<(), StorageError> {
+        if matches!(self.broker.metadata, MetadataService::Quorum(_))
+            && self.broker.config.controlled_shutdown
+        {
+            controlled_shutdown(&self.broker).await;
+        }
         self.broker.shutdown.cancel();
         self.broker.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), self.broker.tasks.wait())
@@ -521,9 +534,161 @@ impl BrokerHandle {
             tracing::warn!("connections did not finish within 10 s; closing logs anyway");
         }
         let broker = self.broker.clone();
-        match tokio::task::spawn_blocking(move || broker.close()).await {
+        let closed = match tokio::task::spawn_blocking(move || broker.close()).await {
             Ok(result) => result,
             Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+        };
+        self.broker.metadata.shutdown().await;
+        closed
+    }
+}
+
+impl Drop for BrokerHandle {
+    /// A handle dropped without `shutdown` (a panicking test, an aborted start) still stops the
+    /// broker's tasks and threads, so nothing waits on them forever.
+    fn drop(&mut self) {
+        self.broker.shutdown.cancel();
+    }
+}
+
+/// How long a stopping broker waits for the controller to move its leaderships away.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Kafka's controlled shutdown: heartbeat with "want to shut down safely" until the controller
+/// answers that this broker leads nothing any more (or no other replica could take over), so
+/// clients move to the new leaders before this one stops answering. Bounded.
+async fn controlled_shutdown(broker: &Arc<Broker>) {
+    broker
+        .shutting_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!("controlled shutdown: moving leaderships away");
+    let deadline = tokio::time::Instant::now() + CONTROLLED_SHUTDOWN_TIMEOUT;
+    loop {
+        match heartbeat(broker).await {
+            Ok(reply) if reply.should_shut_down => {
+                tracing::info!("controlled shutdown: the controller moved every leadership away");
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "controlled shutdown heartbeat failed"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "controlled shutdown did not complete within {CONTROLLED_SHUTDOWN_TIMEOUT:?}; stopping anyway"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One BrokerHeartbeat to the active controller.
+async fn heartbeat(broker: &Arc<Broker>) -> Result<BrokerHeartbeatReply, MetadataError> {
+    let command = Command::BrokerHeartbeat {
+        node_id: broker.config.node_id,
+        want_shutdown_safely: broker
+            .shutting_down
+            .load(std::sync::atomic::Ordering::SeqCst),
+    };
+    match broker.metadata.submit(command).await? {
+        CommandReply::BrokerHeartbeat(reply) => Ok(reply),
+        other => Err(unexpected_reply(other)),
+    }
+}
+
+/// Heartbeats every `broker.heartbeat.interval.ms`, so the controller keeps this broker's lease
+/// (a broker whose lease lapses is fenced and loses its leaderships).
+async fn heartbeat_loop(broker: Arc<Broker>) {
+    let interval = Duration::from_millis(broker.config.broker_heartbeat_interval_ms as u64);
+    let mut fenced = false;
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match heartbeat(&broker).await {
+            Ok(reply) => {
+                if reply.is_fenced != fenced {
+                    fenced = reply.is_fenced;
+                    tracing::info!(fenced, "the controller changed this broker's fencing");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "broker heartbeat failed"),
+        }
+    }
+}
+
+/// Starts this node's member of the metadata quorum (its controller listener, the Raft log in
+/// `<data>/__cluster_metadata`) and waits until the quorum has formed: a majority of the voters
+/// is up and the cluster has an id. Waits as long as it takes, saying so every 10 s.
+pub async fn start_quorum(config: &BrokerConfig) -> Result<Arc<Quorum>, StartError> {
+    let cluster = config.cluster.as_ref().ok_or_else(|| {
+        StartError::Cluster("no controller.quorum.voters: this is a single node".into())
+    })?;
+    let listen = cluster.controller_listen.ok_or_else(|| {
+        StartError::Cluster(format!(
+            "node {} is not a controller: process.roles lacks controller",
+            config.node_id
+        ))
+    })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let tuning = QuorumTuning {
+        broker_session_timeout: Duration::from_millis(config.broker_session_timeout_ms as u64),
+        ..QuorumTuning::default()
+    };
+    let quorum = Quorum::start(QuorumConfig {
+        node_id: config.node_id,
+        dir: config.data_dir.join(METADATA_DIR),
+        listen,
+        voters: cluster.voters.clone(),
+        tuning,
+    })
+    .await
+    .map_err(|error| StartError::Cluster(error.to_string()))?;
+    tracing::info!(
+        controller_address = %listen, voters = cluster.voters.len(),
+        "controller started; waiting for the metadata quorum"
+    );
+    let mut images = quorum.subscribe();
+    let mut waited = 0u64;
+    while images.borrow_and_update().cluster_id.is_none() {
+        match tokio::time::timeout(Duration::from_secs(10), images.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(StartError::Cluster("the metadata quorum stopped".into()));
+            }
+            Err(_) => {
+                waited += 10;
+                tracing::info!(
+                    waited_s = waited, leader = ?quorum.leader(),
+                    "still waiting for the metadata quorum (a majority of the voters must run)"
+                );
+            }
+        }
+    }
+    Ok(Arc::new(quorum))
+}
+
+/// Registers this broker with the active controller, retrying until it answers.
+async fn register_until_done(
+    metadata: &MetadataService,
+    config: &BrokerConfig,
+) -> Result<(), StartError> {
+    let mut attempts = 0u32;
+    loop {
+        match metadata.register(config.registration()).await {
+            Ok(()) => return Ok(()),
+            Err(MetadataError::Rejected(error)) => return Err(StartError::Controller(error)),
+            Err(MetadataError::Unavailable(reason)) => {
+                attempts += 1;
+                if attempts % 10 == 1 {
+                    tracing::warn!(%reason, "broker registration not answered yet; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
 }
@@ -555,8 +720,27 @@ pub async fn start_with(
         // Listening on an ephemeral port: the port others must dial is the one the OS picked.
         config.advertised_port = local_addr.port();
     }
+    let metadata = match (metadata, &config.cluster) {
+        (Some(metadata), _) => Some(metadata),
+        (None, Some(cluster)) if !cluster.broker => {
+            return Err(StartError::Cluster(
+                "this node has only the controller role: run it with start_quorum".into(),
+            ));
+        }
+        (None, Some(cluster)) if cluster.controller_listen.is_none() => {
+            return Err(StartError::Cluster(
+                "a broker without the controller role (process.roles=broker) is not supported \
+                 yet: it would follow the metadata log as a non-voting observer; run every node \
+                 as broker,controller"
+                    .into(),
+            ));
+        }
+        (None, Some(_)) => Some(MetadataService::Quorum(start_quorum(&config).await?)),
+        (None, None) => None,
+    };
+    let clustered = metadata.is_some();
     if let Some(metadata) = &metadata {
-        metadata.register(config.registration()).await?;
+        register_until_done(metadata, &config).await?;
     }
     let broker = tokio::task::spawn_blocking(move || Broker::open(config, metadata))
         .await
@@ -565,6 +749,13 @@ pub async fn start_with(
     tasks.spawn(accept_loop(broker.clone(), listener, tasks.clone()));
     tasks.spawn(maintenance_loop(broker.clone()));
     tasks.spawn(follow_metadata(broker.clone()));
+    if clustered {
+        // The first heartbeat unfences this broker; later ones keep its lease.
+        if let Err(error) = heartbeat(&broker).await {
+            tracing::warn!(%error, "first broker heartbeat failed; retrying in the background");
+        }
+        tasks.spawn(heartbeat_loop(broker.clone()));
+    }
     tasks.spawn(crate::lifecycle::retention_loop(broker.clone()));
     crate::lifecycle::start_cleaners(&broker);
     tracing::info!(

@@ -63,6 +63,26 @@ pub struct BrokerConfig {
     pub groups: GroupSettings,
     /// Retention and the log cleaner (`log.retention.check.interval.ms`, `log.cleaner.*`).
     pub lifecycle: LifecycleSettings,
+    /// The metadata quorum this node belongs to (`controller.quorum.voters`, `process.roles`, the
+    /// controller listener); `None`: a single node on its own metadata log.
+    pub cluster: Option<ClusterSettings>,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: i64,
+    /// `broker.session.timeout.ms`.
+    pub broker_session_timeout_ms: i64,
+    /// `controlled.shutdown.enable`.
+    pub controlled_shutdown: bool,
+}
+
+/// A node of a cluster on a Raft metadata quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `controller.quorum.voters`: every controller with its controller listener.
+    pub voters: Vec<(NodeId, SocketAddr)>,
+    /// This node is a controller (a voter): its controller listener.
+    pub controller_listen: Option<SocketAddr>,
+    /// This node serves Kafka clients (`process.roles` contains `broker`).
+    pub broker: bool,
 }
 
 /// How the broker drives retention and compaction.
@@ -208,7 +228,7 @@ fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String
 
 /// Parses `HOST:PORT`, optionally prefixed by a listener name (`PLAINTEXT://127.0.0.1:9092`).
 fn parse_host_port(name: &str, value: &str) -> Result<(String, u16), ConfigLoadError> {
-    let address = value.split(',').next().unwrap_or_default().trim();
+    let address = value.trim();
     let address = address.split_once("://").map_or(address, |(_, rest)| rest);
     let (host, port) = address
         .rsplit_once(':')
@@ -225,6 +245,61 @@ fn parse_host_port(name: &str, value: &str) -> Result<(String, u16), ConfigLoadE
         if host.is_empty() { "0.0.0.0" } else { host }.to_string(),
         port,
     ))
+}
+
+/// A socket address from a parsed host and port; the host must be an IP address.
+fn socket_addr(name: &str, host: &str, port: u16) -> Result<SocketAddr, ConfigLoadError> {
+    let bracketed = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    format!("{bracketed}:{port}")
+        .parse()
+        .map_err(|_| ConfigLoadError::Address {
+            name: name.into(),
+            reason: format!("'{host}' is not an IP address"),
+        })
+}
+
+/// `listeners` as (name, value) pairs: `NAME://HOST:PORT`, or a bare `HOST:PORT` (PLAINTEXT).
+fn listeners(value: &str) -> Vec<(String, String)> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| match entry.split_once("://") {
+            Some((name, _)) => (name.trim().to_ascii_uppercase(), entry.to_string()),
+            None => ("PLAINTEXT".to_string(), entry.to_string()),
+        })
+        .collect()
+}
+
+/// `controller.quorum.voters`: `id@host:port,...`.
+fn parse_voters(value: &str) -> Result<Vec<(NodeId, SocketAddr)>, ConfigLoadError> {
+    let invalid = |reason: String| ConfigLoadError::Address {
+        name: "controller.quorum.voters".into(),
+        reason,
+    };
+    let mut voters: Vec<(NodeId, SocketAddr)> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, address) = entry
+            .split_once('@')
+            .ok_or_else(|| invalid(format!("'{entry}' is not ID@HOST:PORT")))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| invalid(format!("'{id}' is not a node id")))?;
+        let (host, port) = parse_host_port("controller.quorum.voters", address)?;
+        let address = socket_addr("controller.quorum.voters", &host, port)?;
+        if voters.iter().any(|(known, _)| known.0 == id) {
+            return Err(invalid(format!("node {id} is listed twice")));
+        }
+        voters.push((NodeId(id), address));
+    }
+    Ok(voters)
 }
 
 impl BrokerConfig {
@@ -260,28 +335,89 @@ impl BrokerConfig {
         let number = |name: &str| -> i64 { get(name).trim().parse().unwrap_or_default() };
         let flag = |name: &str| get(name).trim().eq_ignore_ascii_case("true");
 
-        let listeners = get("listeners");
-        let (listen_host, listen_port) = parse_host_port("listeners", &listeners)?;
-        let listen: SocketAddr = format!(
-            "{}:{listen_port}",
-            if listen_host.contains(':') {
-                format!("[{listen_host}]")
-            } else {
-                listen_host.clone()
+        let node_id = NodeId(number("node.id") as i32);
+        let controller_names: Vec<String> = get("controller.listener.names")
+            .split(',')
+            .map(|name| name.trim().to_ascii_uppercase())
+            .filter(|name| !name.is_empty())
+            .collect();
+        let all_listeners = listeners(&get("listeners"));
+        let (controller_listeners, client_listeners): (Vec<_>, Vec<_>) = all_listeners
+            .into_iter()
+            .partition(|(name, _)| controller_names.contains(name));
+        let roles = get("process.roles");
+        let is_broker = roles.split(',').any(|role| role.trim() == "broker");
+        let is_controller = roles.split(',').any(|role| role.trim() == "controller");
+        let voters = parse_voters(&get("controller.quorum.voters"))?;
+        let cluster_error = |reason: String| ConfigLoadError::Address {
+            name: "controller.quorum.voters".into(),
+            reason,
+        };
+        let controller_listen = match controller_listeners.first() {
+            Some((_, value)) => {
+                let (host, port) = parse_host_port("listeners", value)?;
+                Some(socket_addr("listeners", &host, port)?)
             }
-        )
-        .parse()
-        .map_err(|_| ConfigLoadError::Address {
-            name: "listeners".into(),
-            reason: format!("'{listen_host}' is not an IP address"),
-        })?;
+            None => None,
+        };
+        let cluster = if voters.is_empty() {
+            if controller_listen.is_some() {
+                return Err(cluster_error(
+                    "a controller listener needs controller.quorum.voters".into(),
+                ));
+            }
+            None
+        } else {
+            let voter = voters.iter().any(|(id, _)| *id == node_id);
+            if is_controller && !voter {
+                return Err(cluster_error(format!(
+                    "node {node_id} has the controller role but is not among the voters"
+                )));
+            }
+            if !is_controller && voter {
+                return Err(cluster_error(format!(
+                    "node {node_id} is a voter but process.roles lacks controller"
+                )));
+            }
+            if is_controller && controller_listen.is_none() {
+                return Err(cluster_error(format!(
+                    "node {node_id} is a controller but `listeners` has no {} listener (--controller-listen)",
+                    controller_names
+                        .first()
+                        .map_or("CONTROLLER", String::as_str)
+                )));
+            }
+            Some(ClusterSettings {
+                voters,
+                controller_listen: controller_listen.filter(|_| is_controller),
+                broker: is_broker,
+            })
+        };
+        let client_listener = client_listeners
+            .first()
+            .map(|(_, value)| value.clone())
+            .unwrap_or_else(|| "PLAINTEXT://127.0.0.1:9092".to_string());
+        let (listen_host, listen_port) = parse_host_port("listeners", &client_listener)?;
+        let listen = socket_addr("listeners", &listen_host, listen_port)?;
         let (advertised_host, advertised_port) = match values.get("advertised.listeners") {
-            Some(advertised) => parse_host_port("advertised.listeners", advertised)?,
+            Some(advertised) => parse_host_port(
+                "advertised.listeners",
+                listeners(advertised)
+                    .into_iter()
+                    .find(|(name, _)| !controller_names.contains(name))
+                    .map(|(_, value)| value)
+                    .as_deref()
+                    .unwrap_or(advertised),
+            )?,
             None if listen.ip().is_unspecified() => ("127.0.0.1".to_string(), listen_port),
             None => (listen_host, listen_port),
         };
         Ok(Self {
-            node_id: NodeId(number("node.id") as i32),
+            node_id,
+            cluster,
+            broker_heartbeat_interval_ms: number("broker.heartbeat.interval.ms").max(1),
+            broker_session_timeout_ms: number("broker.session.timeout.ms").max(1),
+            controlled_shutdown: flag("controlled.shutdown.enable"),
             data_dir: PathBuf::from(
                 get("log.dirs")
                     .split(',')
@@ -382,8 +518,68 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_come_from_voters_roles_and_the_controller_listener() {
+        let voters = "1@127.0.0.1:19093,2@127.0.0.1:29093,3@127.0.0.1:39093";
+        let config = BrokerConfig::from_layers(&[layer(&[
+            ("node.id", "2"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093",
+            ),
+            ("controller.quorum.voters", voters),
+        ])])
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:29092".parse().unwrap());
+        assert_eq!(config.advertised_port, 29092);
+        let cluster = config.cluster.unwrap();
+        assert_eq!(
+            cluster.controller_listen,
+            Some("127.0.0.1:29093".parse().unwrap())
+        );
+        assert!(cluster.broker);
+        assert_eq!(cluster.voters.len(), 3);
+        assert_eq!(
+            cluster.voters[2],
+            (NodeId(3), "127.0.0.1:39093".parse().unwrap())
+        );
+
+        // Kafka's rules: a controller is a voter with a controller listener, a voter is a
+        // controller, and voters are ID@HOST:PORT.
+        let refused = |values: &[(&str, &str)]| {
+            BrokerConfig::from_layers(&[layer(values)])
+                .unwrap_err()
+                .to_string()
+        };
+        let error = refused(&[("node.id", "4"), ("controller.quorum.voters", voters)]);
+        assert!(error.contains("not among the voters"), "{error}");
+        let error = refused(&[("node.id", "1"), ("controller.quorum.voters", voters)]);
+        assert!(error.contains("no CONTROLLER listener"), "{error}");
+        let error = refused(&[
+            ("node.id", "1"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", voters),
+        ]);
+        assert!(error.contains("lacks controller"), "{error}");
+        let error = refused(&[("controller.quorum.voters", "1@127.0.0.1")]);
+        assert!(error.contains("not HOST:PORT"), "{error}");
+        let error = refused(&[("controller.quorum.voters", "x@127.0.0.1:9093")]);
+        assert!(error.contains("not a node id"), "{error}");
+        let error = refused(&[(
+            "controller.quorum.voters",
+            "1@127.0.0.1:9093,1@127.0.0.1:9094",
+        )]);
+        assert!(error.contains("twice"), "{error}");
+        let error = refused(&[(
+            "listeners",
+            "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        )]);
+        assert!(error.contains("needs controller.quorum.voters"), "{error}");
+    }
+
+    #[test]
     fn defaults_are_a_local_single_node() {
         let config = BrokerConfig::from_layers(&[]).unwrap();
+        assert_eq!(config.cluster, None);
         assert_eq!(config.listen, "127.0.0.1:9092".parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from("./caudal-data"));
         assert_eq!(

@@ -4,6 +4,9 @@
 //! - [`MetadataService::Local`]: the single-node controller and its `metadata.log`. Several
 //!   brokers in one process may share one (in-process cluster tests): every broker then sees the
 //!   same images, as with a quorum.
+//! - [`MetadataService::Quorum`]: this node is a controller of the Raft metadata quorum
+//!   (`docs/quorum.md`); commands are run by the active controller, forwarded to it when that is
+//!   another node.
 //!
 //! Every write is a typed [`Command`] (so a controller that is not the active one can forward it);
 //! every broker follows the images it is given through [`MetadataService::subscribe`]; a write
@@ -13,6 +16,7 @@ use std::sync::Arc;
 
 use caudal_controller::command::{Command, CommandReply};
 use caudal_controller::controller::NodeRegistration;
+use caudal_controller::quorum::{Quorum, SubmitError};
 use caudal_controller::{Controller, ControllerError};
 use caudal_metadata::MetadataImage;
 use caudal_model::NodeId;
@@ -23,6 +27,8 @@ use tokio::sync::watch;
 pub enum MetadataService {
     /// The single-node controller (shared by brokers of one process in tests).
     Local(Arc<Controller>),
+    /// A controller of the metadata quorum.
+    Quorum(Arc<Quorum>),
 }
 
 /// Why a metadata write did not happen (or may not have).
@@ -41,6 +47,7 @@ impl MetadataService {
     pub fn image(&self) -> Arc<MetadataImage> {
         match self {
             Self::Local(controller) => controller.image(),
+            Self::Quorum(quorum) => quorum.image(),
         }
     }
 
@@ -48,6 +55,7 @@ impl MetadataService {
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
         match self {
             Self::Local(controller) => controller.subscribe(),
+            Self::Quorum(quorum) => quorum.subscribe(),
         }
     }
 
@@ -56,6 +64,7 @@ impl MetadataService {
     pub fn active_controller(&self, asking: NodeId) -> Option<NodeId> {
         match self {
             Self::Local(_) => Some(asking),
+            Self::Quorum(quorum) => quorum.leader(),
         }
     }
 
@@ -71,6 +80,22 @@ impl MetadataService {
                     Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
                 }
             }
+            Self::Quorum(quorum) => quorum.submit(command).await.map_err(|error| match error {
+                SubmitError::Rejected(error) => {
+                    MetadataError::Rejected(error.into_controller_error())
+                }
+                SubmitError::Unavailable(reason) => MetadataError::Unavailable(reason),
+                SubmitError::ShutDown => {
+                    MetadataError::Unavailable("the metadata quorum is shut down".into())
+                }
+            }),
+        }
+    }
+
+    /// Stops the quorum member, if this service is one (after the broker has stopped).
+    pub async fn shutdown(&self) {
+        if let Self::Quorum(quorum) = self {
+            quorum.shutdown().await;
         }
     }
 

@@ -878,7 +878,9 @@ async fn a_partition_led_by_another_broker_is_not_served_here() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path(), &[]).await;
     let topic_id = uuid::Uuid::new_v4();
-    let caudal_server::MetadataService::Local(controller) = &broker.broker.metadata;
+    let caudal_server::MetadataService::Local(controller) = &broker.broker.metadata else {
+        panic!("a single node runs the local controller")
+    };
     controller
         .write(move |_| {
             Ok((
@@ -888,6 +890,11 @@ async fn a_partition_led_by_another_broker_is_not_served_here() {
                         host: "127.0.0.1".into(),
                         port: 1,
                         rack: None,
+                    },
+                    MetadataRecord::BrokerState {
+                        node_id: NodeId(2),
+                        fenced: false,
+                        in_controlled_shutdown: false,
                     },
                     MetadataRecord::Topic {
                         name: "elsewhere".into(),

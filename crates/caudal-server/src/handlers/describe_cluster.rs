@@ -39,24 +39,30 @@ pub fn handle(
             .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
     } else {
         let image = broker.image();
+        // Fenced brokers only when asked for (KIP-1073's include_fenced_brokers, v2).
         let brokers = image
             .brokers
             .values()
+            .filter(|registered| request.include_fenced_brokers || !registered.fenced)
             .map(|registered| {
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(registered.node_id.0))
                     .with_host(text(registered.host.clone()))
                     .with_port(i32::from(registered.port))
                     .with_rack(registered.rack.clone().map(text))
-                    .with_is_fenced(false)
+                    .with_is_fenced(registered.fenced)
             })
             .collect();
         DescribeClusterResponse::default()
             .with_error_code(0)
             .with_endpoint_type(ENDPOINT_BROKERS)
             .with_cluster_id(text(image.cluster_id.clone().unwrap_or_default()))
-            // Single node: this broker is the controller.
-            .with_controller_id(BrokerId(broker.config.node_id.0))
+            .with_controller_id(BrokerId(
+                broker
+                    .metadata
+                    .active_controller(broker.config.node_id)
+                    .map_or(-1, |node| node.0),
+            ))
             .with_brokers(brokers)
             .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
                 CLUSTER_OPERATIONS_ALL

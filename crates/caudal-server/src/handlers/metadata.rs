@@ -117,9 +117,11 @@ pub async fn handle(
             .collect(),
     };
 
+    // Kafka lists the live brokers only: a fenced one (its lease lapsed) is left out.
     let brokers = image
         .brokers
         .values()
+        .filter(|registered| !registered.fenced)
         .map(|registration| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(registration.node_id.0))
@@ -131,7 +133,12 @@ pub async fn handle(
     let response = MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(image.cluster_id.clone().map(text))
-        .with_controller_id(BrokerId(broker.config.node_id.0))
+        .with_controller_id(BrokerId(
+            broker
+                .metadata
+                .active_controller(broker.config.node_id)
+                .map_or(-1, |node| node.0),
+        ))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     encode(
@@ -161,12 +168,15 @@ fn topic_response(
         .partitions
         .iter()
         .map(|(index, registration)| {
-            // A replica is offline when its broker is not registered, or (for this broker) when
-            // its log could not be hosted.
+            // A replica is offline when its broker is not registered or fenced, or (for this
+            // broker) when its log could not be hosted.
             let own_log_offline =
                 broker.is_offline(&TopicPartition::new(topic.name.clone(), *index));
             let replica_offline = |replica: &caudal_model::NodeId| {
-                !brokers.contains_key(replica) || (*replica == own_id && own_log_offline)
+                brokers
+                    .get(replica)
+                    .is_none_or(|registered| registered.fenced)
+                    || (*replica == own_id && own_log_offline)
             };
             let leader_alive = !replica_offline(&registration.leader);
             let offline: Vec<BrokerId> = registration
