@@ -179,6 +179,7 @@ impl Broker {
         let mut wanted = HashMap::new();
         let mut offline = HashSet::new();
         let mut failures = Vec::new();
+        let replicas = crate::replication::ReplicaContext::from_broker(self);
         for topic in image.topics() {
             let resolved = self.topic_configs(&image, &topic.name);
             let (log_config, settings) = settings_from_configs(&resolved);
@@ -211,8 +212,9 @@ impl Broker {
                         }
                     },
                 };
-                partition.set_leader_epoch(registration.leader_epoch);
-                partition.set_leader(registration.leader == node_id);
+                let leader_address =
+                    crate::replication::broker_address(&image, registration.leader);
+                partition.apply_registration(registration, leader_address, &replicas, now);
                 wanted.insert(topic_partition, partition);
             }
         }
@@ -225,9 +227,12 @@ impl Broker {
             .collect();
         self.groups
             .reconcile(&image, node_id, &wanted, &self.tasks, &self.shutdown);
-        *self.partitions.write() = wanted;
+        let previous = std::mem::replace(&mut *self.partitions.write(), wanted);
         *self.offline.write() = offline;
         for topic_partition in removed {
+            if let Some(partition) = previous.get(&topic_partition) {
+                partition.stop_replication();
+            }
             tracing::info!(partition = %topic_partition, "deleting log of removed partition");
             if let Err(error) = self.logs.delete_log(&topic_partition) {
                 tracing::error!(partition = %topic_partition, %error, "deleting the log failed");
@@ -512,6 +517,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
     let tasks = broker.tasks.clone();
     tasks.spawn(accept_loop(broker.clone(), listener, tasks.clone()));
     tasks.spawn(maintenance_loop(broker.clone()));
+    tasks.spawn(crate::replication::replication_loop(broker.clone()));
     tasks.spawn(crate::lifecycle::retention_loop(broker.clone()));
     crate::lifecycle::start_cleaners(&broker);
     tracing::info!(
