@@ -55,18 +55,7 @@ impl Controller {
                     cluster_id: new_cluster_id(),
                 });
             }
-            let registration = MetadataRecord::RegisterBroker {
-                node_id: node.node_id,
-                host: node.host.clone(),
-                port: node.port,
-                rack: node.rack.clone(),
-            };
-            let current = image.brokers.get(&node.node_id);
-            if current.is_none_or(|current| {
-                current.host != node.host || current.port != node.port || current.rack != node.rack
-            }) {
-                records.push(registration);
-            }
+            records.extend(registration_records(image, node));
             Ok((records, ()))
         })?;
         Ok(controller)
@@ -101,6 +90,23 @@ impl Controller {
         self.image.send_replace(Arc::new(next));
         Ok(result)
     }
+}
+
+/// The record that registers `node`, unless the image already has it with the same address and
+/// rack.
+pub fn registration_records(image: &MetadataImage, node: &NodeRegistration) -> Vec<MetadataRecord> {
+    let current = image.brokers.get(&node.node_id);
+    if current.is_some_and(|current| {
+        current.host == node.host && current.port == node.port && current.rack == node.rack
+    }) {
+        return Vec::new();
+    }
+    vec![MetadataRecord::RegisterBroker {
+        node_id: node.node_id,
+        host: node.host.clone(),
+        port: node.port,
+        rack: node.rack.clone(),
+    }]
 }
 
 /// A cluster id in Kafka's form: a random UUID, URL-safe base64 without padding (22 characters).

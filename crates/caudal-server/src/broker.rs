@@ -1,4 +1,4 @@
-//! The broker: owns the controller, the log manager and the hosted partitions, and runs the
+//! The broker: owns its metadata service, the log manager and the hosted partitions, and runs the
 //! listener and background tasks.
 
 use std::collections::{HashMap, HashSet};
@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caudal_controller::controller::NodeRegistration;
+use crate::metadata::MetadataService;
 use caudal_controller::decisions::{NewTopic, TopicDefaults, allocate_producer_ids, create_topic};
 use caudal_controller::{Controller, ControllerError};
 use caudal_metadata::config::{BrokerLayers, ResolvedConfig, resolve_topic_configs};
@@ -71,7 +71,8 @@ struct ProducerIdBlock {
 /// Shared broker state; handlers get an `Arc<Broker>`.
 pub struct Broker {
     pub config: BrokerConfig,
-    pub controller: Controller,
+    /// Where the metadata image comes from and metadata writes go.
+    pub metadata: MetadataService,
     pub logs: LogManager,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Partitions this node should host whose logs could not be opened or created.
@@ -88,23 +89,26 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Opens the data directory, replays metadata, loads and recovers logs.
-    pub fn open(config: BrokerConfig) -> Result<Arc<Self>, StartError> {
+    /// Opens the data directory, loads and recovers logs. Without a metadata service the broker
+    /// runs its own single-node controller on `<data>/__cluster_metadata` (replayed, and this node
+    /// registered); a given service must already have this node registered.
+    pub fn open(
+        config: BrokerConfig,
+        metadata: Option<MetadataService>,
+    ) -> Result<Arc<Self>, StartError> {
         let data_dir = &config.data_dir;
         std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let controller = Controller::open(
-            &data_dir.join(METADATA_DIR),
-            &NodeRegistration {
-                node_id: config.node_id,
-                host: config.advertised_host.clone(),
-                port: config.advertised_port,
-                rack: config.broker_rack.clone(),
-            },
-        )?;
-        check_meta_properties(&config, &controller.image())?;
+        let metadata = match metadata {
+            Some(metadata) => metadata,
+            None => MetadataService::Local(Arc::new(Controller::open(
+                &data_dir.join(METADATA_DIR),
+                &config.registration(),
+            )?)),
+        };
+        check_meta_properties(&config, &metadata.image())?;
         let logs = LogManager::open(data_dir, now_ms())?;
         for report in logs.recovery_report() {
             tracing::info!(?report, "log recovery");
@@ -115,7 +119,7 @@ impl Broker {
         let acks_all_fsync = config.acks_all_fsync;
         let broker = Arc::new(Self {
             config,
-            controller,
+            metadata,
             logs,
             partitions: RwLock::new(HashMap::new()),
             offline: RwLock::new(HashSet::new()),
@@ -137,7 +141,7 @@ impl Broker {
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.controller.image()
+        self.metadata.image()
     }
 
     pub fn partition(&self, topic_partition: &TopicPartition) -> Option<Arc<Partition>> {
@@ -304,7 +308,8 @@ impl Broker {
         }
     }
 
-    /// Runs a controller write on a blocking thread, then reconciles hosted partitions.
+    /// Writes one metadata decision, then reconciles hosted partitions with the new image (so a
+    /// created topic's partitions are hosted here before the response).
     pub async fn write_metadata<T: Send + 'static>(
         self: &Arc<Self>,
         decide: impl FnOnce(
@@ -314,19 +319,19 @@ impl Broker {
         + Send
         + 'static,
     ) -> Result<T, ControllerError> {
+        let result = self.metadata.write(decide).await;
+        if result.is_ok() {
+            self.reconcile_in_background().await;
+        }
+        result
+    }
+
+    /// Reconciles on a blocking thread (it opens and creates logs) and waits for it. Failures are
+    /// logged and the partitions marked offline by reconcile itself.
+    pub async fn reconcile_in_background(self: &Arc<Self>) {
         let broker = self.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = broker.controller.write(decide);
-            if result.is_ok() {
-                // Failures are logged and the partitions marked offline by reconcile itself.
-                broker.reconcile();
-            }
-            result
-        })
-        .await;
-        match joined {
-            Ok(result) => result,
-            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+        if let Err(join_error) = tokio::task::spawn_blocking(move || broker.reconcile()).await {
+            std::panic::resume_unwind(join_error.into_panic());
         }
     }
 
@@ -498,12 +503,19 @@ impl BrokerHandle {
     }
 }
 
-/// Opens the broker and starts serving on its listener.
+/// Opens the broker on its own single-node controller and starts serving on its listener.
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
+    start_with(config, None).await
+}
+
+/// Opens the broker and starts serving on its listener. With `metadata`, the broker registers
+/// itself there and follows its images (several brokers of one process may share one service);
+/// without, it runs its own single-node controller.
+pub async fn start_with(
+    mut config: BrokerConfig,
+    metadata: Option<MetadataService>,
+) -> Result<BrokerHandle, StartError> {
     let listen = config.listen;
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
-        .await
-        .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -514,9 +526,20 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
         address: listen,
         source,
     })?;
+    if config.advertised_port == 0 {
+        // Listening on an ephemeral port: the port others must dial is the one the OS picked.
+        config.advertised_port = local_addr.port();
+    }
+    if let Some(metadata) = &metadata {
+        metadata.register(config.registration()).await?;
+    }
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config, metadata))
+        .await
+        .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))?;
     let tasks = broker.tasks.clone();
     tasks.spawn(accept_loop(broker.clone(), listener, tasks.clone()));
     tasks.spawn(maintenance_loop(broker.clone()));
+    tasks.spawn(follow_metadata(broker.clone()));
     tasks.spawn(crate::replication::replication_loop(broker.clone()));
     tasks.spawn(crate::lifecycle::retention_loop(broker.clone()));
     crate::lifecycle::start_cleaners(&broker);
@@ -527,6 +550,23 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, StartError> {
         "broker listening"
     );
     Ok(BrokerHandle { broker, local_addr })
+}
+
+/// Reconciles hosted partitions with every new metadata image, whoever wrote it.
+async fn follow_metadata(broker: Arc<Broker>) {
+    let mut images = broker.metadata.subscribe();
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            changed = images.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        images.borrow_and_update();
+        broker.reconcile_in_background().await;
+    }
 }
 
 async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tasks: TaskTracker) {

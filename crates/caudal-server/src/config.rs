@@ -340,6 +340,16 @@ impl BrokerConfig {
     }
 
     /// A config for tests: the defaults with data in `data_dir` and an ephemeral loopback port.
+    /// How this node registers itself with the controller.
+    pub fn registration(&self) -> caudal_controller::controller::NodeRegistration {
+        caudal_controller::controller::NodeRegistration {
+            node_id: self.node_id,
+            host: self.advertised_host.clone(),
+            port: self.advertised_port,
+            rack: self.broker_rack.clone(),
+        }
+    }
+
     pub fn for_tests(data_dir: &Path, extra: &[(&str, &str)]) -> Self {
         let mut values = vec![
             ("log.dirs".to_string(), data_dir.display().to_string()),

@@ -17,6 +17,8 @@
 //! - [`errors`]: typed errors → Kafka error codes, one exhaustive `match` per error type.
 //! - [`groups`]: the group coordinator runtime: one shard task per `__consumer_offsets` partition
 //!   this broker leads (load, append-then-respond, timers, offset expiry).
+//! - [`metadata`]: the metadata backend (the single-node controller today): images, writes,
+//!   registration.
 //! - [`lifecycle`]: the schedule of retention, `.deleted` file removal and the log cleaner threads.
 //!
 //! Invariants: only this crate knows there is a network. Nothing here panics on bytes from a
@@ -30,10 +32,12 @@ pub mod errors;
 pub mod groups;
 pub mod handlers;
 pub mod lifecycle;
+pub mod metadata;
 pub mod partition;
 pub mod replication;
 
-pub use broker::{Broker, BrokerHandle, start};
+pub use broker::{Broker, BrokerHandle, start, start_with};
 /// The allocation guard the broker binary installs (it lives with the codec it defends against).
 pub use caudal_protocol::alloc_guard;
 pub use config::{BrokerConfig, ConfigLayer};
+pub use metadata::MetadataService;

@@ -22,6 +22,41 @@ pub async fn start_broker(dir: &std::path::Path, extra: &[(&str, &str)]) -> Brok
     caudal_server::start(config).await.expect("broker starts")
 }
 
+/// `count` brokers (node ids 1..=count) in this process sharing one metadata controller, each
+/// with its own data directory under `dir`: every broker sees the same metadata images, as in a
+/// cluster on a quorum.
+pub async fn start_shared_cluster(
+    dir: &std::path::Path,
+    count: i32,
+    extra: &[(&str, &str)],
+) -> Vec<BrokerHandle> {
+    let first = BrokerConfig::for_tests(&dir.join("broker-1"), extra);
+    let controller = caudal_controller::Controller::open(
+        &dir.join("metadata"),
+        &caudal_controller::controller::NodeRegistration {
+            node_id: first.node_id,
+            host: "127.0.0.1".into(),
+            port: 0,
+            rack: None,
+        },
+    )
+    .expect("controller opens");
+    let metadata = caudal_server::MetadataService::Local(std::sync::Arc::new(controller));
+    let mut brokers = Vec::new();
+    for node in 1..=count {
+        let node_id = node.to_string();
+        let mut settings: Vec<(&str, &str)> = vec![("node.id", node_id.as_str())];
+        settings.extend_from_slice(extra);
+        let config = BrokerConfig::for_tests(&dir.join(format!("broker-{node}")), &settings);
+        brokers.push(
+            caudal_server::start_with(config, Some(metadata.clone()))
+                .await
+                .expect("broker starts"),
+        );
+    }
+    brokers
+}
+
 pub struct Client {
     framed: Framed<TcpStream, LengthDelimitedCodec>,
     next_correlation_id: i32,
