@@ -882,4 +882,218 @@ mod tests {
         outside.join().unwrap();
         assert_eq!(log.recovery_point(), Offset(1600));
     }
+
+    fn context(acks_all_fsync: bool) -> ReplicaContext {
+        ReplicaContext {
+            config: ReplicationConfig {
+                node_id: NodeId(1),
+                acks_all_fsync,
+                replica_lag_time_max_ms: 10_000,
+                fetch_backoff_ms: 10,
+                fetch_wait_max_ms: 10,
+                fetch_min_bytes: 1,
+                fetch_max_bytes: 1 << 20,
+                fetch_response_max_bytes: 1 << 20,
+                socket_timeout_ms: 1_000,
+            },
+            shutdown: CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    fn led(replicas: &[i32], leader_epoch: i32, partition_epoch: i32) -> PartitionRegistration {
+        PartitionRegistration {
+            replicas: replicas.iter().copied().map(NodeId).collect(),
+            isr: replicas.iter().copied().map(NodeId).collect(),
+            leader: NodeId(1),
+            leader_epoch: LeaderEpoch(leader_epoch),
+            partition_epoch,
+        }
+    }
+
+    fn hosted(dir: &std::path::Path, min_insync_replicas: i32) -> Arc<Partition> {
+        let manager = LogManager::open(dir, TimestampMs(0)).unwrap();
+        let log = manager
+            .create_log(
+                &TopicPartition::new("replicated", 0),
+                Uuid::new_v4(),
+                LogConfig::default(),
+                TimestampMs(0),
+            )
+            .unwrap();
+        let (_, mut settings) = settings_from_configs(&[]);
+        settings.min_insync_replicas = min_insync_replicas;
+        Arc::new(Partition::new(
+            log,
+            LeaderEpoch(0),
+            settings,
+            TimestampMs(0),
+        ))
+    }
+
+    fn follower_fetch(replica: i32, fetch_offset: i64) -> FollowerFetch {
+        FollowerFetch {
+            replica: NodeId(replica),
+            fetch_offset: Offset(fetch_offset),
+            durable_offset: None,
+            current_leader_epoch: Some(LeaderEpoch(1)),
+            last_fetched_epoch: None,
+        }
+    }
+
+    fn in_a_second() -> Option<(usize, tokio::time::Instant)> {
+        Some((1, tokio::time::Instant::now() + Duration::from_secs(1)))
+    }
+
+    /// One replica: the high watermark is the log end offset and acks=all needs nobody else,
+    /// exactly as on a single node.
+    #[tokio::test]
+    async fn a_single_replica_partition_behaves_as_a_single_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = hosted(dir.path(), 2);
+        partition.apply_registration(&led(&[1], 1, 0), None, &context(false), TimestampMs(0));
+        assert!(partition.is_leader());
+        let batch = one_record();
+        let (outcome, wait) = partition
+            .append_as_leader(&batch, in_a_second(), TimestampMs(1))
+            .unwrap();
+        assert_eq!(outcome.first_offset, Offset(0));
+        assert_eq!(partition.high_watermark(), Offset(1));
+        wait.unwrap().wait().await.unwrap();
+        assert_eq!(partition.latest_offset_for_client(), Ok(Offset(1)));
+    }
+
+    /// Three replicas: an acks=all wait completes only once both followers fetched past the
+    /// records; consumers see nothing above the high watermark meanwhile.
+    #[tokio::test]
+    async fn acks_all_waits_for_every_isr_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = hosted(dir.path(), 2);
+        partition.apply_registration(
+            &led(&[1, 2, 3], 1, 0),
+            None,
+            &context(false),
+            TimestampMs(0),
+        );
+        let (_, wait) = partition
+            .append_as_leader(&one_record(), in_a_second(), TimestampMs(1))
+            .unwrap();
+        let mut wait = Box::pin(wait.unwrap().wait());
+        assert_eq!(partition.high_watermark(), Offset(0));
+        let outcome = partition
+            .on_follower_fetch(follower_fetch(2, 1), TimestampMs(2))
+            .unwrap();
+        assert_eq!(outcome.high_watermark, Offset(0));
+        assert!(futures::poll!(wait.as_mut()).is_pending());
+        let outcome = partition
+            .on_follower_fetch(follower_fetch(3, 1), TimestampMs(3))
+            .unwrap();
+        assert_eq!(outcome.high_watermark_advanced, Some(Offset(1)));
+        assert_eq!(partition.high_watermark(), Offset(1));
+        tokio::time::timeout(Duration::from_secs(1), wait)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// An acks=all wait nobody satisfies times out with REQUEST_TIMED_OUT; a wait whose
+    /// leadership ends gets NOT_LEADER_OR_FOLLOWER; a follower refuses leader appends.
+    #[tokio::test]
+    async fn acks_all_waits_time_out_or_fail_on_resignation() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = hosted(dir.path(), 2);
+        partition.apply_registration(&led(&[1, 2], 1, 0), None, &context(false), TimestampMs(0));
+        let short = Some((2, tokio::time::Instant::now() + Duration::from_millis(20)));
+        let (_, wait) = partition
+            .append_as_leader(&one_record(), short, TimestampMs(1))
+            .unwrap();
+        assert_eq!(
+            wait.unwrap().wait().await,
+            Err(ReplicaError::RequestTimedOut)
+        );
+
+        let (_, wait) = partition
+            .append_as_leader(&one_record(), in_a_second(), TimestampMs(2))
+            .unwrap();
+        let mut following = led(&[1, 2], 2, 1);
+        following.leader = NodeId(2);
+        partition.apply_registration(&following, None, &context(false), TimestampMs(3));
+        assert!(!partition.is_leader());
+        assert_eq!(
+            wait.unwrap().wait().await,
+            Err(ReplicaError::NotLeaderOrFollower)
+        );
+        assert!(matches!(
+            partition.append_as_leader(&one_record(), None, TimestampMs(4)),
+            Err(LeaderAppendError::Replica(
+                ReplicaError::NotLeaderOrFollower
+            ))
+        ));
+    }
+
+    /// The committed ISR below min.insync.replicas refuses acks=all before appending; the
+    /// controller's answer to a shrink is applied by the next registration.
+    #[tokio::test]
+    async fn a_small_isr_refuses_acks_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = hosted(dir.path(), 2);
+        let mut registration = led(&[1, 2], 1, 0);
+        registration.isr = vec![NodeId(1)];
+        partition.apply_registration(&registration, None, &context(false), TimestampMs(0));
+        assert!(matches!(
+            partition.append_as_leader(
+                &one_record(),
+                in_a_second().map(|(_, d)| (2, d)),
+                TimestampMs(1)
+            ),
+            Err(LeaderAppendError::Replica(ReplicaError::NotEnoughReplicas))
+        ));
+        assert_eq!(partition.log.log_end_offset(), Offset(0));
+        registration.isr = vec![NodeId(1), NodeId(2)];
+        registration.partition_epoch = 1;
+        partition.apply_registration(&registration, None, &context(false), TimestampMs(2));
+        assert!(
+            partition
+                .append_as_leader(
+                    &one_record(),
+                    in_a_second().map(|(_, d)| (2, d)),
+                    TimestampMs(3)
+                )
+                .is_ok()
+        );
+    }
+
+    /// KIP-207: a new leader whose high watermark is below the start of its epoch answers
+    /// OFFSET_NOT_AVAILABLE for the latest offset until its followers catch it up.
+    #[tokio::test]
+    async fn a_new_leader_hides_the_latest_offset_until_its_high_watermark_reaches_its_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = hosted(dir.path(), 1);
+        let mut following = led(&[1, 2], 1, 0);
+        following.leader = NodeId(2);
+        partition.apply_registration(&following, None, &context(false), TimestampMs(0));
+        partition
+            .log
+            .append_as_leader(&one_record(), LeaderEpoch(1), TimestampMs(0))
+            .unwrap();
+        partition.apply_registration(&led(&[1, 2], 2, 1), None, &context(false), TimestampMs(1));
+        assert_eq!(partition.high_watermark(), Offset(0));
+        assert_eq!(
+            partition.latest_offset_for_client(),
+            Err(ReplicaError::OffsetNotAvailable)
+        );
+        let mut fetch = follower_fetch(2, 1);
+        fetch.current_leader_epoch = Some(LeaderEpoch(2));
+        partition.on_follower_fetch(fetch, TimestampMs(2)).unwrap();
+        assert_eq!(partition.latest_offset_for_client(), Ok(Offset(1)));
+        // An older epoch is fenced, a newer one unknown.
+        assert_eq!(
+            partition.check_leader_epoch(Some(LeaderEpoch(1))),
+            Err(ReplicaError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            partition.check_leader_epoch(Some(LeaderEpoch(3))),
+            Err(ReplicaError::UnknownLeaderEpoch)
+        );
+    }
 }
