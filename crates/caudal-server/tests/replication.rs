@@ -13,6 +13,7 @@ use caudal_model::{
     LeaderEpoch, NodeId, Offset, PartitionIndex, RecordBatchHeader, TopicPartition,
 };
 use caudal_protocol::{ApiKey, ErrorCode, RequestKind, ResponseKind};
+use caudal_replica::{IsrProposal, PartitionEpoch};
 use caudal_server::{BrokerConfig, BrokerHandle, MetadataService};
 use common::{Client, batch, start_shared_cluster};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -527,5 +528,65 @@ async fn a_new_leader_makes_the_old_one_truncate_its_divergent_tail() {
     for broker in brokers.iter().flatten() {
         assert_eq!(log_bytes(broker, "diverging"), new_log);
     }
+    shutdown_all(brokers).await;
+}
+
+/// AlterPartition's checks: a stale leader epoch is fenced, a stale partition epoch or an ISR
+/// without the leader refused; a valid change bumps the partition epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_partition_checks_epochs_and_commits_with_the_next_partition_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let brokers = cluster(dir.path(), FAST).await;
+    let mut stop_on_drop = StopOnDrop::default();
+    stop_on_drop.watch(&brokers);
+    let first = brokers[0].as_ref().unwrap();
+    create_topic(first, "altered", 3, &[]).await;
+    let registered = registration(first, "altered");
+    let topic_id = first.broker.image().topic("altered").unwrap().topic_id;
+    let leader = registered.leader;
+    let proposal = |leader_epoch: i32, partition_epoch: i32, isr: Vec<NodeId>| IsrProposal {
+        leader_epoch: LeaderEpoch(leader_epoch),
+        partition_epoch: PartitionEpoch(partition_epoch),
+        new_isr: isr,
+    };
+    let epoch = registered.leader_epoch.0;
+    let version = registered.partition_epoch;
+    let shrunk: Vec<NodeId> = vec![leader];
+    let alter = |proposal: IsrProposal| {
+        caudal_server::replication::alter_partition(
+            &first.broker,
+            topic_id,
+            PartitionIndex(0),
+            proposal,
+        )
+    };
+    assert_eq!(
+        alter(proposal(epoch - 1, version, shrunk.clone())).await,
+        Err(ErrorCode::FencedLeaderEpoch)
+    );
+    assert_eq!(
+        alter(proposal(epoch, version + 1, shrunk.clone())).await,
+        Err(ErrorCode::InvalidUpdateVersion)
+    );
+    let without_leader: Vec<NodeId> = registered
+        .replicas
+        .iter()
+        .copied()
+        .filter(|replica| *replica != leader)
+        .collect();
+    assert_eq!(
+        alter(proposal(epoch, version, without_leader)).await,
+        Err(ErrorCode::InvalidRequest)
+    );
+    assert_eq!(
+        alter(proposal(epoch, version, shrunk.clone())).await,
+        Ok((shrunk.clone(), version + 1))
+    );
+    // The followers are still caught up: the leader adds them back, one change at a time.
+    eventually("the followers rejoin the ISR", || async {
+        let registered = registration(first, "altered");
+        registered.isr.len() == 3 && registered.partition_epoch == version + 3
+    })
+    .await;
     shutdown_all(brokers).await;
 }

@@ -267,8 +267,8 @@ fn with_current_leader(
 }
 
 /// A follower's fetch: the leader state decides (epoch check, divergence, progress, high
-/// watermark, ISR expansion); records are read up to the log end offset. The first read of a
-/// request records the follower's progress; long-poll re-reads only read.
+/// watermark, ISR expansion); records are read up to the log end offset. Every read of a long
+/// poll reports the same progress again (as Kafka's delayed fetch does when it completes).
 fn read_for_follower(
     broker: &Arc<Broker>,
     partition: &Arc<Partition>,
