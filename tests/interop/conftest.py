@@ -321,3 +321,31 @@ def shared_broker(caudal_bin, tmp_path_factory, request):
         b.cleanup()
         if request.session.testsfailed:
             print(b.log_tail(80))
+
+
+@pytest.fixture
+def cluster_factory(caudal_bin, tmp_path, request):
+    """Starts replicated clusters for one test: `cluster_factory(size=3, settings={...},
+    start=True)` returns a `cluster.Cluster` (see cluster.py).
+
+    At teardown, pass or fail, everything the clusters tracked (producers, watchers, group
+    members) is closed and every node's process group is killed (paused nodes get SIGCONT first);
+    on failure every node's log tail is printed into the test report.
+    """
+    from cluster import Cluster
+
+    clusters: list = []
+
+    def make(size: int = 3, settings: dict[str, str] | None = None, start: bool = True):
+        c = Cluster(caudal_bin, tmp_path / f"cluster{len(clusters)}", size, settings)
+        clusters.append(c)
+        if start:
+            c.start()
+        return c
+
+    yield make
+    failed = _test_failed(request)
+    for c in clusters:
+        c.cleanup()
+        if failed:
+            print(c.log_tails(80))

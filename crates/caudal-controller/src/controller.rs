@@ -8,8 +8,10 @@ use caudal_model::NodeId;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::command::{Command, CommandReply};
 use crate::decisions::ControllerError;
 use crate::log::MetadataLog;
+use crate::quorum::brokers::BrokerHeartbeatReply;
 
 /// Owns the metadata log and the current image. Writes are serialised; each one appends and
 /// fsyncs its records before the new image is published.
@@ -55,7 +57,7 @@ impl Controller {
                     cluster_id: new_cluster_id(),
                 });
             }
-            records.extend(registration_records(image, node));
+            records.extend(single_node_registration(image, node));
             Ok((records, ()))
         })?;
         Ok(controller)
@@ -69,6 +71,48 @@ impl Controller {
     /// A receiver that sees every published image.
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
         self.image.subscribe()
+    }
+
+    /// Runs one typed command (see [`Command`]), as the quorum's `submit` does, on this single
+    /// node: registrations are never fenced and heartbeats write nothing (there are no leases
+    /// to keep and no other broker to move leaderships to); a heartbeat asking to shut down
+    /// safely may shut down at once. Blocks on fsync: call from a blocking context.
+    pub fn submit(&self, command: &Command) -> Result<CommandReply, ControllerError> {
+        match command {
+            Command::RegisterBroker {
+                node_id,
+                host,
+                port,
+                rack,
+            } => {
+                let node = NodeRegistration {
+                    node_id: *node_id,
+                    host: host.clone(),
+                    port: *port,
+                    rack: rack.clone(),
+                };
+                self.write(|image| {
+                    Ok((
+                        single_node_registration(image, &node),
+                        CommandReply::BrokerRegistered,
+                    ))
+                })
+            }
+            Command::BrokerHeartbeat {
+                node_id,
+                want_shutdown_safely,
+            } => {
+                if !self.image().brokers.contains_key(node_id) {
+                    return Err(ControllerError::BrokerIdNotRegistered { node_id: *node_id });
+                }
+                Ok(CommandReply::BrokerHeartbeat(BrokerHeartbeatReply {
+                    is_fenced: false,
+                    in_controlled_shutdown: false,
+                    should_shut_down: *want_shutdown_safely,
+                }))
+            }
+            _ => self.write(|image| command.decide(image)),
+        }
     }
 
     /// Runs one decision against the current image; if it succeeds, appends its records durably
@@ -92,25 +136,35 @@ impl Controller {
     }
 }
 
-/// The record that registers `node`, unless the image already has it with the same address and
-/// rack.
-pub fn registration_records(image: &MetadataImage, node: &NodeRegistration) -> Vec<MetadataRecord> {
+/// The records registering `node` on a single-node controller: its registration when new or
+/// changed, and — a single node being its own only broker — always unfenced (a registration
+/// fences, and logs written before fencing existed replay their registrations as fenced).
+fn single_node_registration(image: &MetadataImage, node: &NodeRegistration) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
     let current = image.brokers.get(&node.node_id);
-    if current.is_some_and(|current| {
-        current.host == node.host && current.port == node.port && current.rack == node.rack
-    }) {
-        return Vec::new();
+    let changed = current.is_none_or(|current| {
+        current.host != node.host || current.port != node.port || current.rack != node.rack
+    });
+    if changed {
+        records.push(MetadataRecord::RegisterBroker {
+            node_id: node.node_id,
+            host: node.host.clone(),
+            port: node.port,
+            rack: node.rack.clone(),
+        });
     }
-    vec![MetadataRecord::RegisterBroker {
-        node_id: node.node_id,
-        host: node.host.clone(),
-        port: node.port,
-        rack: node.rack.clone(),
-    }]
+    if changed || current.is_some_and(|current| !current.is_active()) {
+        records.push(MetadataRecord::BrokerState {
+            node_id: node.node_id,
+            fenced: false,
+            in_controlled_shutdown: false,
+        });
+    }
+    records
 }
 
 /// A cluster id in Kafka's form: a random UUID, URL-safe base64 without padding (22 characters).
-fn new_cluster_id() -> String {
+pub(crate) fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = uuid::Uuid::new_v4().into_bytes();
     let mut bits: u128 = u128::from_be_bytes(bytes);
@@ -171,7 +225,65 @@ mod tests {
         let image = reopened.image();
         assert_eq!(image.cluster_id.as_deref(), Some(cluster_id.as_str()));
         assert_eq!(image.topic("t").unwrap().partitions.len(), 3);
+        assert!(image.is_broker_active(NodeId(1)));
         // Same address: nothing new written at restart.
         assert_eq!(image.last_applied, applied);
+    }
+
+    #[test]
+    fn typed_commands_run_on_a_single_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let controller = Controller::open(dir.path(), &node()).unwrap();
+        let create = Command::CreateTopic {
+            topic: NewTopic {
+                name: "t".into(),
+                num_partitions: 2,
+                replication_factor: 1,
+                ..NewTopic::default()
+            },
+            defaults: TopicDefaults {
+                num_partitions: 1,
+                replication_factor: 1,
+            },
+            validate_only: false,
+        };
+        assert!(matches!(
+            controller.submit(&create),
+            Ok(CommandReply::TopicCreated(_))
+        ));
+        assert!(matches!(
+            controller.submit(&create),
+            Err(ControllerError::TopicAlreadyExists { .. })
+        ));
+        assert_eq!(controller.image().topic("t").unwrap().partitions.len(), 2);
+        let applied = controller.image().last_applied;
+        let heartbeat = Command::BrokerHeartbeat {
+            node_id: NodeId(1),
+            want_shutdown_safely: true,
+        };
+        match controller.submit(&heartbeat).unwrap() {
+            CommandReply::BrokerHeartbeat(reply) => {
+                assert!(reply.should_shut_down && !reply.is_fenced)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(controller.image().last_applied, applied);
+        assert!(matches!(
+            controller.submit(&Command::BrokerHeartbeat {
+                node_id: NodeId(7),
+                want_shutdown_safely: false,
+            }),
+            Err(ControllerError::BrokerIdNotRegistered { .. })
+        ));
+        // Another broker registering here is active at once.
+        controller
+            .submit(&Command::RegisterBroker {
+                node_id: NodeId(2),
+                host: "h".into(),
+                port: 2,
+                rack: None,
+            })
+            .unwrap();
+        assert!(controller.image().is_broker_active(NodeId(2)));
     }
 }

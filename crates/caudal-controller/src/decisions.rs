@@ -10,6 +10,7 @@ use caudal_metadata::config::{
 };
 use caudal_metadata::{ConfigResource, MetadataImage, MetadataRecord};
 use caudal_model::{LeaderEpoch, NodeId, PartitionIndex, ProducerId};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Kafka's limit on topic name length.
@@ -20,8 +21,10 @@ pub const PARTITIONS_PER_OPERATION_MAX: i32 = 10_000;
 /// How many producer ids one InitProducerId block hands a broker (Kafka's block size).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
-/// Why the controller refused a request. The broker maps each variant to one Kafka error code.
-#[derive(Debug, thiserror::Error)]
+/// Why the controller refused a request. The broker maps each variant to one Kafka error code
+/// ([`ControllerError::kafka_error_name`] names it). Serializable, so a refusal travels from the
+/// active controller back to the controller that forwarded the command.
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 pub enum ControllerError {
     #[error("Topic '{name}' already exists.")]
     TopicAlreadyExists { name: String },
@@ -43,8 +46,61 @@ pub enum ControllerError {
     UnknownTopicId { topic_id: Uuid },
     #[error("Topic deletion is disabled.")]
     TopicDeletionDisabled,
+    /// A heartbeat (or another broker request) from a broker that is not registered (Kafka:
+    /// BROKER_ID_NOT_REGISTERED).
+    #[error("Broker {node_id} is not registered.")]
+    BrokerIdNotRegistered { node_id: NodeId },
+    /// Only the single-node metadata log produces it; across the network it travels as its
+    /// message.
     #[error(transparent)]
-    MetadataLog(#[from] crate::log::MetadataLogError),
+    MetadataLog(
+        #[from]
+        #[serde(with = "metadata_log_error_as_message")]
+        crate::log::MetadataLogError,
+    ),
+}
+
+impl ControllerError {
+    /// Kafka's name of the error code this refusal maps to.
+    pub fn kafka_error_name(&self) -> &'static str {
+        match self {
+            ControllerError::TopicAlreadyExists { .. } => "TOPIC_ALREADY_EXISTS",
+            ControllerError::InvalidTopic { .. } => "INVALID_TOPIC_EXCEPTION",
+            ControllerError::InvalidPartitions { .. } => "INVALID_PARTITIONS",
+            ControllerError::InvalidReplicationFactor { .. } => "INVALID_REPLICATION_FACTOR",
+            ControllerError::InvalidReplicaAssignment { .. } => "INVALID_REPLICA_ASSIGNMENT",
+            ControllerError::InvalidConfig(_) => "INVALID_CONFIG",
+            ControllerError::InvalidRequest { .. } => "INVALID_REQUEST",
+            ControllerError::UnknownTopic { .. } => "UNKNOWN_TOPIC_OR_PARTITION",
+            ControllerError::UnknownTopicId { .. } => "UNKNOWN_TOPIC_ID",
+            ControllerError::TopicDeletionDisabled => "TOPIC_DELETION_DISABLED",
+            ControllerError::BrokerIdNotRegistered { .. } => "BROKER_ID_NOT_REGISTERED",
+            ControllerError::MetadataLog(_) => "KAFKA_STORAGE_ERROR",
+        }
+    }
+}
+
+mod metadata_log_error_as_message {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::log::MetadataLogError;
+
+    pub fn serialize<S: Serializer>(
+        error: &MetadataLogError,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&error.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<MetadataLogError, D::Error> {
+        let message = String::deserialize(deserializer)?;
+        Ok(MetadataLogError::Io {
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other(message),
+        })
+    }
 }
 
 /// Checks a topic name against Kafka's rules: 1–249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -78,14 +134,14 @@ fn collision_key(name: &str) -> String {
 }
 
 /// Broker-level defaults for topic creation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicDefaults {
     pub num_partitions: i32,
     pub replication_factor: i16,
 }
 
 /// A CreateTopics entry, already decoded.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTopic {
     pub name: String,
     /// -1 = the broker default.
@@ -98,7 +154,7 @@ pub struct NewTopic {
 }
 
 /// The topic a successful creation produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedTopic {
     pub topic_id: Uuid,
     pub num_partitions: i32,
@@ -117,33 +173,103 @@ fn registered_brokers(image: &MetadataImage) -> Vec<NodeId> {
     image.brokers.keys().copied().collect()
 }
 
-/// Replicas for `count` partitions starting at `first`, spread round-robin over the brokers.
+/// The brokers new replicas may be placed on: registered, unfenced and not in controlled
+/// shutdown (Kafka places only on usable brokers), ordered so that consecutive brokers are on
+/// different racks where racks allow: the first broker of each rack, then the second of each,
+/// and so on (brokers without a rack form a rack of their own).
+fn usable_brokers(image: &MetadataImage) -> Vec<(NodeId, Option<String>)> {
+    let mut racks: BTreeMap<Option<&str>, Vec<NodeId>> = BTreeMap::new();
+    for broker in image.brokers.values().filter(|broker| broker.is_active()) {
+        racks
+            .entry(broker.rack.as_deref())
+            .or_default()
+            .push(broker.node_id);
+    }
+    let mut ordered = Vec::new();
+    let deepest = racks.values().map(Vec::len).max().unwrap_or(0);
+    for depth in 0..deepest {
+        for (rack, brokers) in &racks {
+            if let Some(node) = brokers.get(depth) {
+                ordered.push((*node, rack.map(str::to_string)));
+            }
+        }
+    }
+    ordered
+}
+
+/// Replicas for `count` partitions starting at `first`, in the spirit of Kafka's
+/// `StripedReplicaPlacer`: leaders rotate over every usable broker so they spread evenly; each
+/// partition's followers are the next brokers in the rack-alternating order, taking brokers on
+/// racks the partition does not use yet first.
 fn place_replicas(
-    brokers: &[NodeId],
+    brokers: &[(NodeId, Option<String>)],
     first: i32,
     count: i32,
     replication_factor: i16,
 ) -> Vec<Vec<NodeId>> {
     debug_assert!(!brokers.is_empty() && replication_factor as usize <= brokers.len());
+    let total = brokers.len();
     (first..first + count)
         .map(|partition| {
-            (0..replication_factor as usize)
-                .map(|replica| brokers[(partition as usize + replica) % brokers.len()])
-                .collect()
+            let start = partition as usize % total;
+            // Later rounds shift the followers, so partitions with the same leader do not all
+            // put their followers on the same brokers.
+            let shift = (partition as usize / total) % total.max(1);
+            let mut chosen = vec![start];
+            let mut racks: BTreeSet<&Option<String>> = [&brokers[start].1].into();
+            let candidates: Vec<usize> = (1..total)
+                .map(|step| (start + (step + shift - 1) % (total - 1) + 1) % total)
+                .collect();
+            for &candidate in &candidates {
+                if chosen.len() == replication_factor as usize {
+                    break;
+                }
+                if racks.insert(&brokers[candidate].1) {
+                    chosen.push(candidate);
+                }
+            }
+            for &candidate in &candidates {
+                if chosen.len() == replication_factor as usize {
+                    break;
+                }
+                if !chosen.contains(&candidate) {
+                    chosen.push(candidate);
+                }
+            }
+            chosen.into_iter().map(|index| brokers[index].0).collect()
         })
         .collect()
 }
 
-fn partition_record(topic_id: Uuid, partition: i32, replicas: Vec<NodeId>) -> MetadataRecord {
-    MetadataRecord::Partition {
+/// A new partition: every replica that is active starts in the ISR and the first of them leads
+/// (Kafka's rule for manual assignments; automatic placement uses only active brokers).
+fn partition_record(
+    image: &MetadataImage,
+    topic_id: Uuid,
+    partition: i32,
+    replicas: Vec<NodeId>,
+) -> Result<MetadataRecord, ControllerError> {
+    let isr: Vec<NodeId> = replicas
+        .iter()
+        .copied()
+        .filter(|node| image.is_broker_active(*node))
+        .collect();
+    let Some(leader) = isr.first().copied() else {
+        return Err(ControllerError::InvalidReplicaAssignment {
+            reason: format!(
+                "All brokers specified in the manual partition assignment for partition {partition} are fenced or in controlled shutdown."
+            ),
+        });
+    };
+    Ok(MetadataRecord::Partition {
         topic_id,
         partition: PartitionIndex(partition),
-        leader: replicas[0],
-        isr: replicas.clone(),
+        leader,
+        isr,
         replicas,
         leader_epoch: LeaderEpoch(0),
         partition_epoch: 0,
-    }
+    })
 }
 
 fn validate_assignment(
@@ -197,6 +323,7 @@ pub fn create_topic(
     }
     validate_topic_configs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let brokers = registered_brokers(image);
+    let usable = usable_brokers(image);
     let placements: Vec<Vec<NodeId>> = if topic.assignments.is_empty() {
         let num_partitions = if topic.num_partitions == -1 {
             defaults.num_partitions
@@ -222,15 +349,15 @@ pub fn create_topic(
                     .into(),
             });
         }
-        if replication_factor as usize > brokers.len() {
+        if replication_factor as usize > usable.len() {
             return Err(ControllerError::InvalidReplicationFactor {
                 reason: format!(
                     "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.",
-                    brokers.len()
+                    usable.len()
                 ),
             });
         }
-        place_replicas(&brokers, 0, num_partitions, replication_factor)
+        place_replicas(&usable, 0, num_partitions, replication_factor)
     } else {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return Err(ControllerError::InvalidRequest {
@@ -267,7 +394,12 @@ pub fn create_topic(
     let replication_factor = placements[0].len() as i16;
     let num_partitions = placements.len() as i32;
     for (partition, replicas) in placements.into_iter().enumerate() {
-        records.push(partition_record(topic_id, partition as i32, replicas));
+        records.push(partition_record(
+            image,
+            topic_id,
+            partition as i32,
+            replicas,
+        )?);
     }
     Ok((
         records,
@@ -281,7 +413,7 @@ pub fn create_topic(
 
 /// One config change: IncrementalAlterConfigs' operations. (Legacy AlterConfigs replaces a
 /// resource's whole dynamic config set: see [`alter_configs`].)
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigOp {
     Set(String),
     Delete,
@@ -427,7 +559,7 @@ fn split_list(value: &str) -> Vec<String> {
 }
 
 /// Which topic a DeleteTopics entry names.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TopicRef {
     Name(String),
     Id(Uuid),
@@ -510,25 +642,26 @@ pub fn create_partitions(
                 .partitions
                 .values()
                 .next()
-                .map_or(1, |partition| partition.replicas.len() as i16);
-            if replication_factor as usize > brokers.len() {
+                .map_or(1, |partition| partition.target_replicas().len() as i16);
+            let usable = usable_brokers(image);
+            if replication_factor as usize > usable.len() {
                 return Err(ControllerError::InvalidReplicationFactor {
                     reason: format!(
                         "Unable to replicate the partition {replication_factor} time(s): only {} broker(s) are registered.",
-                        brokers.len()
+                        usable.len()
                     ),
                 });
             }
-            place_replicas(&brokers, current, added, replication_factor)
+            place_replicas(&usable, current, added, replication_factor)
         }
     };
-    Ok(placements
+    placements
         .into_iter()
         .enumerate()
         .map(|(offset, replicas)| {
-            partition_record(topic.topic_id, current + offset as i32, replicas)
+            partition_record(image, topic.topic_id, current + offset as i32, replicas)
         })
-        .collect())
+        .collect()
 }
 
 /// Decides the next producer-id block for `node_id`: `[start, start + PRODUCER_ID_BLOCK_SIZE)`.
@@ -551,14 +684,110 @@ mod tests {
     use super::*;
 
     fn image_with_brokers(count: i32) -> MetadataImage {
-        (1..=count).fold(MetadataImage::default(), |image, node| {
-            image.apply(&MetadataRecord::RegisterBroker {
-                node_id: NodeId(node),
-                host: "127.0.0.1".into(),
-                port: 9092,
-                rack: None,
+        image_with_racks(&vec![None; count as usize])
+    }
+
+    /// Brokers 1..=n, unfenced, with the given racks.
+    fn image_with_racks(racks: &[Option<&str>]) -> MetadataImage {
+        racks
+            .iter()
+            .enumerate()
+            .fold(MetadataImage::default(), |image, (index, rack)| {
+                let node_id = NodeId(index as i32 + 1);
+                image
+                    .apply(&MetadataRecord::RegisterBroker {
+                        node_id,
+                        host: "127.0.0.1".into(),
+                        port: 9092,
+                        rack: rack.map(str::to_string),
+                    })
+                    .apply(&MetadataRecord::BrokerState {
+                        node_id,
+                        fenced: false,
+                        in_controlled_shutdown: false,
+                    })
             })
+    }
+
+    fn set_state(image: &MetadataImage, node: i32, fenced: bool, shutdown: bool) -> MetadataImage {
+        image.apply(&MetadataRecord::BrokerState {
+            node_id: NodeId(node),
+            fenced,
+            in_controlled_shutdown: shutdown,
         })
+    }
+
+    #[test]
+    fn placement_uses_only_active_brokers_and_spreads_over_racks() {
+        // Six brokers on three racks; every partition's replicas land on three racks and
+        // leaders and replicas spread evenly.
+        let racks = [
+            Some("a"),
+            Some("a"),
+            Some("b"),
+            Some("b"),
+            Some("c"),
+            Some("c"),
+        ];
+        let image = image_with_racks(&racks);
+        let (records, _) = create_topic(&image, &new_topic("t", 12, 3), DEFAULTS).unwrap();
+        let image = apply(&image, &records);
+        let topic = image.topic("t").unwrap();
+        let mut leaders = BTreeMap::<NodeId, usize>::new();
+        let mut replicas = BTreeMap::<NodeId, usize>::new();
+        for partition in topic.partitions.values() {
+            let racks: BTreeSet<_> = partition
+                .replicas
+                .iter()
+                .map(|node| image.brokers[node].rack.clone())
+                .collect();
+            assert_eq!(racks.len(), 3, "{:?}", partition.replicas);
+            *leaders.entry(partition.leader).or_default() += 1;
+            for node in &partition.replicas {
+                *replicas.entry(*node).or_default() += 1;
+            }
+        }
+        assert!(leaders.values().all(|count| *count == 2), "{leaders:?}");
+        assert!(replicas.values().all(|count| *count == 6), "{replicas:?}");
+
+        // Fenced and shutting-down brokers get nothing; too few usable brokers is
+        // INVALID_REPLICATION_FACTOR.
+        let image = set_state(&image, 1, true, false);
+        let image = set_state(&image, 3, false, true);
+        let (records, _) = create_topic(&image, &new_topic("u", 8, 4), DEFAULTS).unwrap();
+        let placed = apply(&image, &records);
+        assert!(
+            placed
+                .topic("u")
+                .unwrap()
+                .partitions
+                .values()
+                .all(|p| { !p.replicas.contains(&NodeId(1)) && !p.replicas.contains(&NodeId(3)) })
+        );
+        assert!(matches!(
+            create_topic(&image, &new_topic("v", 1, 5), DEFAULTS),
+            Err(ControllerError::InvalidReplicationFactor { .. })
+        ));
+        assert!(matches!(
+            create_partitions(&placed, "u", 9, None).map(|records| records.len()),
+            Ok(1)
+        ));
+
+        // A manual assignment may name a fenced broker, which stays out of the ISR; naming only
+        // inactive brokers is INVALID_REPLICA_ASSIGNMENT.
+        let mut manual = new_topic("w", -1, -1);
+        manual.assignments.insert(0, vec![NodeId(1), NodeId(2)]);
+        let (records, _) = create_topic(&image, &manual, DEFAULTS).unwrap();
+        let manual_image = apply(&image, &records);
+        let partition = &manual_image.topic("w").unwrap().partitions[&PartitionIndex(0)];
+        assert_eq!(partition.isr, vec![NodeId(2)]);
+        assert_eq!(partition.leader, NodeId(2));
+        let mut inactive = new_topic("x", -1, -1);
+        inactive.assignments.insert(0, vec![NodeId(1), NodeId(3)]);
+        assert!(matches!(
+            create_topic(&image, &inactive, DEFAULTS),
+            Err(ControllerError::InvalidReplicaAssignment { .. })
+        ));
     }
 
     fn apply(image: &MetadataImage, records: &[MetadataRecord]) -> MetadataImage {

@@ -26,6 +26,9 @@ fn tuning() -> QuorumTuning {
         snapshot_after_entries: 5000,
         entries_kept_after_snapshot: 1000,
         write_timeout: Duration::from_secs(5),
+        // These tests count records: no periodic leader writes (cluster id, fencing).
+        lease_check_interval: None,
+        ..QuorumTuning::default()
     }
 }
 

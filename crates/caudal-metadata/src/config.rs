@@ -826,7 +826,7 @@ pub fn broker_config(name: &str) -> Option<&'static ConfigDef> {
 }
 
 /// Why a config value was rejected (Kafka: INVALID_CONFIG).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ConfigError {
     #[error("unknown config '{name}'")]
     Unknown { name: String },

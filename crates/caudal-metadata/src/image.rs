@@ -15,16 +15,51 @@ pub struct BrokerRegistration {
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// A fenced broker may neither lead a partition nor join an ISR. A broker is fenced from its
+    /// registration until its first heartbeat, and again when its session lapses (KRaft).
+    pub fenced: bool,
+    /// The broker asked to shut down safely and is giving up its leaderships.
+    pub in_controlled_shutdown: bool,
+}
+
+impl BrokerRegistration {
+    /// Whether the broker may lead and be in an ISR: unfenced and not shutting down (Kafka's
+    /// "active" broker).
+    pub fn is_active(&self) -> bool {
+        !self.fenced && !self.in_controlled_shutdown
+    }
 }
 
 /// One partition's placement and leadership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionRegistration {
+    /// The replicas in assignment order; while a reassignment is in progress, the union of the
+    /// current and the target replicas.
     pub replicas: Vec<NodeId>,
     pub isr: Vec<NodeId>,
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
     pub partition_epoch: i32,
+    /// Replicas a reassignment in progress adds (empty when none is).
+    pub adding_replicas: Vec<NodeId>,
+    /// Replicas a reassignment in progress removes (empty when none is).
+    pub removing_replicas: Vec<NodeId>,
+}
+
+impl PartitionRegistration {
+    /// Whether a reassignment is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas once the reassignment in progress (if any) completes, in assignment order.
+    pub fn target_replicas(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .filter(|node| !self.removing_replicas.contains(node))
+            .copied()
+            .collect()
+    }
 }
 
 /// A topic and its partitions.
@@ -68,6 +103,13 @@ impl MetadataImage {
             .filter_map(|id| self.topics_by_id.get(id))
     }
 
+    /// Whether `node` is registered, unfenced and not in controlled shutdown.
+    pub fn is_broker_active(&self, node: NodeId) -> bool {
+        self.brokers
+            .get(&node)
+            .is_some_and(BrokerRegistration::is_active)
+    }
+
     /// Dynamic configs set on a resource (not defaults).
     pub fn configs(&self, resource: &ConfigResource) -> Option<&BTreeMap<String, String>> {
         self.configs.get(resource)
@@ -86,6 +128,7 @@ impl MetadataImage {
                 port,
                 rack,
             } => {
+                // A (re-)registered broker is fenced until its first heartbeat.
                 Arc::make_mut(&mut next.brokers).insert(
                     *node_id,
                     BrokerRegistration {
@@ -93,8 +136,33 @@ impl MetadataImage {
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
+                        fenced: true,
+                        in_controlled_shutdown: false,
                     },
                 );
+            }
+            MetadataRecord::BrokerState {
+                node_id,
+                fenced,
+                in_controlled_shutdown,
+            } => {
+                if let Some(broker) = Arc::make_mut(&mut next.brokers).get_mut(node_id) {
+                    broker.fenced = *fenced;
+                    broker.in_controlled_shutdown = *in_controlled_shutdown;
+                }
+            }
+            MetadataRecord::PartitionReassignment {
+                topic_id,
+                partition,
+                adding_replicas,
+                removing_replicas,
+            } => {
+                if let Some(topic) = Arc::make_mut(&mut next.topics_by_id).get_mut(topic_id)
+                    && let Some(registration) = Arc::make_mut(topic).partitions.get_mut(partition)
+                {
+                    registration.adding_replicas = adding_replicas.clone();
+                    registration.removing_replicas = removing_replicas.clone();
+                }
             }
             MetadataRecord::Topic { name, topic_id } => {
                 Arc::make_mut(&mut next.topic_ids_by_name).insert(name.clone(), *topic_id);
@@ -117,7 +185,13 @@ impl MetadataImage {
                 partition_epoch,
             } => {
                 if let Some(topic) = Arc::make_mut(&mut next.topics_by_id).get_mut(topic_id) {
-                    Arc::make_mut(topic).partitions.insert(
+                    // A reassignment in progress is kept: only `PartitionReassignment` changes it.
+                    let partitions = &mut Arc::make_mut(topic).partitions;
+                    let (adding_replicas, removing_replicas) = partitions
+                        .remove(partition)
+                        .map(|old| (old.adding_replicas, old.removing_replicas))
+                        .unwrap_or_default();
+                    partitions.insert(
                         *partition,
                         PartitionRegistration {
                             replicas: replicas.clone(),
@@ -125,6 +199,8 @@ impl MetadataImage {
                             leader: *leader,
                             leader_epoch: *leader_epoch,
                             partition_epoch: *partition_epoch,
+                            adding_replicas,
+                            removing_replicas,
                         },
                     );
                 }
@@ -231,6 +307,62 @@ mod tests {
         );
         // The earlier image is untouched.
         assert!(image.topic("a").is_some());
+    }
+
+    #[test]
+    fn brokers_are_fenced_until_unfenced_and_reassignments_survive_partition_changes() {
+        let register = MetadataRecord::RegisterBroker {
+            node_id: NodeId(1),
+            host: "h".into(),
+            port: 1,
+            rack: None,
+        };
+        let image = MetadataImage::default().apply(&register);
+        assert!(image.brokers[&NodeId(1)].fenced);
+        assert!(!image.is_broker_active(NodeId(1)));
+        let image = image.apply(&MetadataRecord::BrokerState {
+            node_id: NodeId(1),
+            fenced: false,
+            in_controlled_shutdown: false,
+        });
+        assert!(image.is_broker_active(NodeId(1)));
+        let shutting = image.apply(&MetadataRecord::BrokerState {
+            node_id: NodeId(1),
+            fenced: false,
+            in_controlled_shutdown: true,
+        });
+        assert!(!shutting.is_broker_active(NodeId(1)));
+        // Registering again (a restart) fences it and clears the controlled shutdown.
+        let again = shutting.apply(&register);
+        assert!(again.brokers[&NodeId(1)].fenced);
+        assert!(!again.brokers[&NodeId(1)].in_controlled_shutdown);
+        // State of an unknown broker: ignored.
+        let ignored = image.apply(&MetadataRecord::BrokerState {
+            node_id: NodeId(9),
+            fenced: false,
+            in_controlled_shutdown: false,
+        });
+        assert!(!ignored.brokers.contains_key(&NodeId(9)));
+
+        let image = image.apply(&topic("t", 1)).apply(&partition(1, 0));
+        let image = image.apply(&MetadataRecord::PartitionReassignment {
+            topic_id: Uuid::from_u128(1),
+            partition: PartitionIndex(0),
+            adding_replicas: vec![NodeId(2)],
+            removing_replicas: vec![NodeId(1)],
+        });
+        let image = image.apply(&partition(1, 0));
+        let registration = &image.topic("t").unwrap().partitions[&PartitionIndex(0)];
+        assert!(registration.is_reassigning());
+        assert_eq!(registration.adding_replicas, vec![NodeId(2)]);
+        assert!(registration.target_replicas().is_empty());
+        let image = image.apply(&MetadataRecord::PartitionReassignment {
+            topic_id: Uuid::from_u128(1),
+            partition: PartitionIndex(0),
+            adding_replicas: vec![],
+            removing_replicas: vec![],
+        });
+        assert!(!image.topic("t").unwrap().partitions[&PartitionIndex(0)].is_reassigning());
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metadata::MetadataService;
-use caudal_controller::decisions::{NewTopic, TopicDefaults, allocate_producer_ids, create_topic};
+use crate::metadata::{MetadataError, MetadataService};
+use caudal_controller::command::{Command, CommandReply};
+use caudal_controller::decisions::{CreatedTopic, NewTopic, TopicDefaults};
 use caudal_controller::{Controller, ControllerError};
 use caudal_metadata::config::{BrokerLayers, ResolvedConfig, resolve_topic_configs};
 use caudal_metadata::{ConfigResource, MetadataImage};
@@ -46,6 +47,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -308,22 +311,34 @@ impl Broker {
         }
     }
 
-    /// Writes one metadata decision, then reconciles hosted partitions with the new image (so a
-    /// created topic's partitions are hosted here before the response).
-    pub async fn write_metadata<T: Send + 'static>(
-        self: &Arc<Self>,
-        decide: impl FnOnce(
-            &MetadataImage,
-        )
-            -> Result<(Vec<caudal_metadata::MetadataRecord>, T), ControllerError>
-        + Send
-        + 'static,
-    ) -> Result<T, ControllerError> {
-        let result = self.metadata.write(decide).await;
-        if result.is_ok() {
+    /// Runs one metadata command on the active controller, then reconciles hosted partitions
+    /// with the new image (so a created topic's partitions are hosted here before the response).
+    pub async fn submit(self: &Arc<Self>, command: Command) -> Result<CommandReply, MetadataError> {
+        let reply = self.metadata.submit(command).await;
+        if reply.is_ok() {
             self.reconcile_in_background().await;
         }
-        result
+        reply
+    }
+
+    /// CreateTopics for one topic (decided only, with `validate_only`).
+    pub async fn create_topic(
+        self: &Arc<Self>,
+        topic: NewTopic,
+        defaults: TopicDefaults,
+        validate_only: bool,
+    ) -> Result<CreatedTopic, MetadataError> {
+        match self
+            .submit(Command::CreateTopic {
+                topic,
+                defaults,
+                validate_only,
+            })
+            .await?
+        {
+            CommandReply::TopicCreated(created) => Ok(created),
+            other => Err(unexpected_reply(other)),
+        }
     }
 
     /// Reconciles on a blocking thread (it opens and creates logs) and waits for it. Failures are
@@ -338,40 +353,41 @@ impl Broker {
     /// Creates `__consumer_offsets` if it does not exist yet (Kafka does this on the first
     /// FindCoordinator for a group): `offsets.topic.num.partitions` partitions, compacted, with
     /// `offsets.topic.replication.factor` capped at the registered brokers.
-    pub async fn ensure_offsets_topic(self: &Arc<Self>) -> Result<(), ControllerError> {
+    pub async fn ensure_offsets_topic(self: &Arc<Self>) -> Result<(), MetadataError> {
         if self.image().topic(crate::groups::OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
         let settings = self.config.groups.clone();
         let configured = settings.offsets_topic_replication_factor;
-        let created = self
-            .write_metadata(move |image| {
-                let brokers = image.brokers.len().clamp(1, i16::MAX as usize) as i16;
-                let replication_factor = settings.offsets_topic_replication_factor.min(brokers);
-                let topic = NewTopic {
-                    name: crate::groups::OFFSETS_TOPIC.to_string(),
-                    num_partitions: settings.offsets_topic_partitions,
-                    replication_factor,
-                    assignments: Default::default(),
-                    configs: [
-                        ("cleanup.policy", "compact".to_string()),
-                        ("compression.type", "producer".to_string()),
-                        (
-                            "segment.bytes",
-                            settings.offsets_topic_segment_bytes.to_string(),
-                        ),
-                    ]
-                    .into_iter()
-                    .map(|(name, value)| (name.to_string(), value))
-                    .collect(),
-                };
-                let defaults = TopicDefaults {
-                    num_partitions: settings.offsets_topic_partitions,
-                    replication_factor,
-                };
-                create_topic(image, &topic, defaults)
-            })
-            .await;
+        let image = self.image();
+        // The cluster's size: its registered brokers, and at least its voters (brokers that are
+        // still starting count, so an early request does not make a smaller topic). Placement
+        // then needs that many active brokers and is refused until they are.
+        let voters = self.config.cluster.as_ref().map_or(0, |c| c.voters.len());
+        let brokers = image.brokers.len().max(voters).clamp(1, i16::MAX as usize) as i16;
+        let replication_factor = configured.min(brokers);
+        let topic = NewTopic {
+            name: crate::groups::OFFSETS_TOPIC.to_string(),
+            num_partitions: settings.offsets_topic_partitions,
+            replication_factor,
+            assignments: Default::default(),
+            configs: [
+                ("cleanup.policy", "compact".to_string()),
+                ("compression.type", "producer".to_string()),
+                (
+                    "segment.bytes",
+                    settings.offsets_topic_segment_bytes.to_string(),
+                ),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect(),
+        };
+        let defaults = TopicDefaults {
+            num_partitions: settings.offsets_topic_partitions,
+            replication_factor,
+        };
+        let created = self.create_topic(topic, defaults, false).await;
         match created {
             Ok(created) => {
                 tracing::info!(
@@ -388,13 +404,13 @@ impl Broker {
                 }
                 Ok(())
             }
-            Err(ControllerError::TopicAlreadyExists { .. }) => Ok(()),
+            Err(MetadataError::Rejected(ControllerError::TopicAlreadyExists { .. })) => Ok(()),
             Err(error) => Err(error),
         }
     }
 
     /// Hands out the next producer id, taking a new block from the controller when needed.
-    pub async fn next_producer_id(self: &Arc<Self>) -> Result<ProducerId, ControllerError> {
+    pub async fn next_producer_id(self: &Arc<Self>) -> Result<ProducerId, MetadataError> {
         {
             let mut block = self.producer_ids.lock();
             if block.next < block.end {
@@ -403,16 +419,20 @@ impl Broker {
             }
         }
         let node_id = self.config.node_id;
-        let start = self
-            .write_metadata(move |image| {
-                let (records, start) = allocate_producer_ids(image, node_id);
-                Ok((records, start))
-            })
-            .await?;
+        let (start, count) = match self
+            .submit(Command::AllocateProducerIds { node_id })
+            .await?
+        {
+            CommandReply::ProducerIds {
+                first_producer_id,
+                count,
+            } => (first_producer_id, count),
+            other => return Err(unexpected_reply(other)),
+        };
         let mut block = self.producer_ids.lock();
         if block.next >= block.end {
             block.next = start.0;
-            block.end = start.0 + caudal_controller::decisions::PRODUCER_ID_BLOCK_SIZE;
+            block.end = start.0 + count;
         }
         block.next += 1;
         Ok(ProducerId(block.next - 1))
@@ -422,6 +442,16 @@ impl Broker {
     pub fn close(&self) -> Result<(), StorageError> {
         self.logs.shutdown()
     }
+}
+
+/// A reply of another kind than the command's: a controller bug, reported as a timeout-like
+/// failure rather than trusted.
+pub fn unexpected_reply(reply: CommandReply) -> MetadataError {
+    tracing::error!(
+        ?reply,
+        "the controller answered with a reply of another kind"
+    );
+    MetadataError::Unavailable(format!("unexpected controller reply {reply:?}"))
 }
 
 fn check_meta_properties(config: &BrokerConfig, image: &MetadataImage) -> Result<(), StartError> {

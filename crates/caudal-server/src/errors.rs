@@ -2,6 +2,8 @@
 //! variant (no `_` arm), so a new variant forces a decision here.
 
 use caudal_controller::ControllerError;
+
+use crate::metadata::MetadataError;
 use caudal_model::BatchError;
 use caudal_protocol::ErrorCode;
 use caudal_storage::StorageError;
@@ -56,5 +58,15 @@ pub fn controller_error_code(error: &ControllerError) -> ErrorCode {
         ControllerError::UnknownTopicId { .. } => ErrorCode::UnknownTopicId,
         ControllerError::TopicDeletionDisabled => ErrorCode::TopicDeletionDisabled,
         ControllerError::MetadataLog(_) => ErrorCode::KafkaStorageError,
+        ControllerError::BrokerIdNotRegistered { .. } => ErrorCode::BrokerIdNotRegistered,
+    }
+}
+
+/// The Kafka error code for a metadata write that failed: the controller's refusal, or
+/// REQUEST_TIMED_OUT when no controller answered (the write may still happen).
+pub fn metadata_error_code(error: &MetadataError) -> ErrorCode {
+    match error {
+        MetadataError::Rejected(error) => controller_error_code(error),
+        MetadataError::Unavailable(_) => ErrorCode::RequestTimedOut,
     }
 }

@@ -878,9 +878,9 @@ async fn a_partition_led_by_another_broker_is_not_served_here() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path(), &[]).await;
     let topic_id = uuid::Uuid::new_v4();
-    broker
-        .broker
-        .write_metadata(move |_| {
+    let caudal_server::MetadataService::Local(controller) = &broker.broker.metadata;
+    controller
+        .write(move |_| {
             Ok((
                 vec![
                     MetadataRecord::RegisterBroker {
@@ -906,8 +906,8 @@ async fn a_partition_led_by_another_broker_is_not_served_here() {
                 (),
             ))
         })
-        .await
         .unwrap();
+    broker.broker.reconcile();
     // This node holds a replica (its log exists) but does not lead it.
     assert!(
         broker

@@ -16,9 +16,12 @@ use std::time::{Duration, Instant};
 
 use caudal_metadata::{BrokerRegistration, MetadataImage, MetadataRecord};
 use caudal_model::{LeaderEpoch, NodeId};
+use serde::{Deserialize, Serialize};
 
-/// Kafka's "no leader" broker id.
-pub const NO_LEADER: NodeId = NodeId(-1);
+use crate::decisions::ControllerError;
+use crate::replication::apply_all;
+
+pub use crate::replication::NO_LEADER;
 /// Kafka's `broker.session.timeout.ms` default.
 pub const BROKER_SESSION_TIMEOUT: Duration = Duration::from_millis(9000);
 
@@ -42,6 +45,15 @@ impl BrokerLeases {
     /// Gives every broker registered in `image` a lease starting `now` (on becoming leader).
     pub fn reset(&mut self, image: &MetadataImage, now: Instant) {
         self.last_heartbeat = image.brokers.keys().map(|node| (*node, now)).collect();
+    }
+
+    /// Gives every broker registered in `image` that has no lease yet one starting `now` (brokers
+    /// whose registration this controller applied after it became leader, or learned from its
+    /// predecessor's last entries).
+    pub fn adopt(&mut self, image: &MetadataImage, now: Instant) {
+        for node in image.brokers.keys() {
+            self.last_heartbeat.entry(*node).or_insert(now);
+        }
     }
 
     /// Records a heartbeat (or a registration) from `node`.
@@ -70,8 +82,11 @@ impl BrokerLeases {
 }
 
 /// The record registering `broker`, unless the image already has it with the same address.
+/// (Fencing state is not compared: a registration always leaves the broker fenced.)
 pub fn register_broker(image: &MetadataImage, broker: &BrokerRegistration) -> Vec<MetadataRecord> {
-    if image.brokers.get(&broker.node_id) == Some(broker) {
+    if image.brokers.get(&broker.node_id).is_some_and(|known| {
+        known.host == broker.host && known.port == broker.port && known.rack == broker.rack
+    }) {
         return Vec::new();
     }
     vec![MetadataRecord::RegisterBroker {
@@ -82,10 +97,105 @@ pub fn register_broker(image: &MetadataImage, broker: &BrokerRegistration) -> Ve
     }]
 }
 
-/// The partition changes that bring every partition in line with `fenced`: fenced brokers leave
-/// ISRs and leadership, leaderless partitions elect an unfenced in-sync replica. Empty when
-/// nothing changes, so running it on every lease check is cheap and idempotent.
+/// What the controller answers a broker heartbeat (Kafka's BrokerHeartbeat response).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerHeartbeatReply {
+    pub is_fenced: bool,
+    pub in_controlled_shutdown: bool,
+    /// The broker may stop now: it leads no partition any more (or asked while fenced).
+    pub should_shut_down: bool,
+}
+
+fn broker_state(node_id: NodeId, fenced: bool, in_controlled_shutdown: bool) -> MetadataRecord {
+    MetadataRecord::BrokerState {
+        node_id,
+        fenced,
+        in_controlled_shutdown,
+    }
+}
+
+/// Decides a heartbeat from a registered broker (Kafka's `BrokerHeartbeatManager` states):
+/// - a plain heartbeat unfences the broker and ends a controlled shutdown it was in (a restarted
+///   broker), then partitions that were leaderless elect again;
+/// - `want_shutdown_safely` from an unfenced broker starts its controlled shutdown: it leaves
+///   every ISR (an ISR never empties) and every leadership that another in-sync replica can take;
+///   the reply says `should_shut_down` once it leads nothing;
+/// - `want_shutdown_safely` from a fenced broker: it may shut down at once.
+///
+/// Records are written only when the broker's state changes (and the leadership changes that
+/// follow). An unregistered broker is BROKER_ID_NOT_REGISTERED.
+pub fn broker_heartbeat(
+    image: &MetadataImage,
+    node_id: NodeId,
+    want_shutdown_safely: bool,
+) -> Result<(Vec<MetadataRecord>, BrokerHeartbeatReply), ControllerError> {
+    let broker = image
+        .brokers
+        .get(&node_id)
+        .ok_or(ControllerError::BrokerIdNotRegistered { node_id })?;
+    let mut records = Vec::new();
+    if want_shutdown_safely && broker.fenced {
+        return Ok((
+            records,
+            BrokerHeartbeatReply {
+                is_fenced: true,
+                in_controlled_shutdown: broker.in_controlled_shutdown,
+                should_shut_down: true,
+            },
+        ));
+    }
+    let wanted = (false, want_shutdown_safely);
+    if (broker.fenced, broker.in_controlled_shutdown) != wanted {
+        records.push(broker_state(node_id, wanted.0, wanted.1));
+    }
+    let changed = apply_all(image, &records);
+    records.extend(update_leadership(&changed, &BTreeSet::new()));
+    let after = apply_all(image, &records);
+    let leads_something = after.topics().any(|topic| {
+        topic
+            .partitions
+            .values()
+            .any(|partition| partition.leader == node_id)
+    });
+    Ok((
+        records,
+        BrokerHeartbeatReply {
+            is_fenced: false,
+            in_controlled_shutdown: want_shutdown_safely,
+            should_shut_down: want_shutdown_safely && !leads_something,
+        },
+    ))
+}
+
+/// Fences every broker of `expired` (lapsed leases) that is registered and not fenced yet, and
+/// moves leaderships and ISRs off them ([`update_leadership`]). Empty when nothing changes.
+pub fn fence_brokers(image: &MetadataImage, expired: &BTreeSet<NodeId>) -> Vec<MetadataRecord> {
+    let mut records: Vec<MetadataRecord> = expired
+        .iter()
+        .filter_map(|node| image.brokers.get(node))
+        .filter(|broker| !broker.fenced)
+        .map(|broker| broker_state(broker.node_id, true, broker.in_controlled_shutdown))
+        .collect();
+    let fenced = apply_all(image, &records);
+    records.extend(update_leadership(&fenced, &BTreeSet::new()));
+    records
+}
+
+/// The partition changes that bring every partition in line with `fenced` and with the image's
+/// broker states: fenced brokers and brokers in controlled shutdown leave ISRs and leadership
+/// (as Kafka does on fencing and on controlled shutdown), leaderless partitions elect an eligible
+/// in-sync replica. Empty when nothing changes, so running it on every lease check is cheap and
+/// idempotent.
 pub fn update_leadership(image: &MetadataImage, fenced: &BTreeSet<NodeId>) -> Vec<MetadataRecord> {
+    let mut fenced = fenced.clone();
+    fenced.extend(
+        image
+            .brokers
+            .values()
+            .filter(|broker| !broker.is_active())
+            .map(|broker| broker.node_id),
+    );
+    let fenced = &fenced;
     let mut records = Vec::new();
     for topic in image.topics() {
         for (partition, current) in &topic.partitions {
@@ -155,6 +265,11 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 9000 + id as u16,
                 rack: None,
+            });
+            records.push(MetadataRecord::BrokerState {
+                node_id: node(id),
+                fenced: false,
+                in_controlled_shutdown: false,
             });
         }
         for (index, (replicas, isr, leader)) in partitions.iter().enumerate() {
@@ -254,8 +369,133 @@ mod tests {
             host: "h".into(),
             port: 1,
             rack: Some("r".into()),
+            fenced: true,
+            in_controlled_shutdown: false,
         };
         let after = apply(&image, &register_broker(&image, &new));
         assert_eq!(after.brokers[&node(9)], new);
+    }
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+    use caudal_model::PartitionIndex;
+    use uuid::Uuid;
+
+    fn image() -> MetadataImage {
+        let topic_id = Uuid::from_u128(1);
+        let mut records = vec![MetadataRecord::Topic {
+            name: "t".into(),
+            topic_id,
+        }];
+        // 1 and 2 are unfenced; 3 has just registered.
+        for id in 1..=3 {
+            records.push(MetadataRecord::RegisterBroker {
+                node_id: NodeId(id),
+                host: "h".into(),
+                port: 1,
+                rack: None,
+            });
+        }
+        for id in 1..=2 {
+            records.push(MetadataRecord::BrokerState {
+                node_id: NodeId(id),
+                fenced: false,
+                in_controlled_shutdown: false,
+            });
+        }
+        for (index, replicas, leader) in [(0, vec![1, 2], 1), (1, vec![2, 1], 2), (2, vec![1], 1)] {
+            let replicas: Vec<NodeId> = replicas.into_iter().map(NodeId).collect();
+            records.push(MetadataRecord::Partition {
+                topic_id,
+                partition: PartitionIndex(index),
+                isr: replicas.clone(),
+                replicas,
+                leader: NodeId(leader),
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: 0,
+            });
+        }
+        apply_all(&MetadataImage::default(), &records)
+    }
+
+    fn leaders(image: &MetadataImage) -> Vec<i32> {
+        image
+            .topic("t")
+            .unwrap()
+            .partitions
+            .values()
+            .map(|p| p.leader.0)
+            .collect()
+    }
+
+    #[test]
+    fn heartbeats_unfence_and_controlled_shutdown_moves_leadership() {
+        let registered = image();
+        assert!(matches!(
+            broker_heartbeat(&registered, NodeId(9), false),
+            Err(ControllerError::BrokerIdNotRegistered { .. })
+        ));
+        // First heartbeats unfence (one record each, then nothing).
+        let (records, reply) = broker_heartbeat(&registered, NodeId(1), false).unwrap();
+        assert!(!reply.is_fenced && !reply.should_shut_down);
+        let image = apply_all(&registered, &records);
+        let (records, _) = broker_heartbeat(&image, NodeId(2), false).unwrap();
+        let image = apply_all(&image, &records);
+        assert!(image.is_broker_active(NodeId(1)) && image.is_broker_active(NodeId(2)));
+        assert!(
+            broker_heartbeat(&image, NodeId(1), false)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+
+        // Broker 1 asks to shut down: it leaves leaderships another in-sync replica can take;
+        // partition 2 (only on 1) goes leaderless, so 1 leads nothing and may stop.
+        let (records, reply) = broker_heartbeat(&image, NodeId(1), true).unwrap();
+        assert!(reply.in_controlled_shutdown && reply.should_shut_down);
+        let stopping = apply_all(&image, &records);
+        assert_eq!(leaders(&stopping), vec![2, 2, -1]);
+        let partition = &stopping.topic("t").unwrap().partitions[&PartitionIndex(2)];
+        assert_eq!(partition.isr, vec![NodeId(1)], "an ISR never empties");
+        assert!(
+            broker_heartbeat(&stopping, NodeId(1), true)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+
+        // Restarted: a plain heartbeat clears the controlled shutdown and the leaderless
+        // partition elects it again.
+        let (records, reply) = broker_heartbeat(&stopping, NodeId(1), false).unwrap();
+        assert!(!reply.in_controlled_shutdown);
+        let back = apply_all(&stopping, &records);
+        assert_eq!(leaders(&back), vec![2, 2, 1]);
+
+        // A fenced broker asking to shut down may stop at once.
+        let (records, reply) = broker_heartbeat(&image, NodeId(3), true).unwrap();
+        assert!(records.is_empty() && reply.is_fenced && reply.should_shut_down);
+    }
+
+    #[test]
+    fn an_expired_lease_fences_once() {
+        let image = image();
+        let image = apply_all(
+            &image,
+            &broker_heartbeat(&image, NodeId(1), false).unwrap().0,
+        );
+        let image = apply_all(
+            &image,
+            &broker_heartbeat(&image, NodeId(2), false).unwrap().0,
+        );
+        let expired: BTreeSet<_> = [NodeId(2)].into();
+        let records = fence_brokers(&image, &expired);
+        let fenced = apply_all(&image, &records);
+        assert!(fenced.brokers[&NodeId(2)].fenced);
+        assert_eq!(leaders(&fenced), vec![1, 1, 1]);
+        assert!(fence_brokers(&fenced, &expired).is_empty());
+        // update_leadership honours the image's fenced flag on its own.
+        assert!(update_leadership(&fenced, &BTreeSet::new()).is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! Raft RPCs between controllers over TCP: each message is one frame `[length u32 BE][JSON]`,
+//! Raft RPCs, and broker commands forwarded to the leader, between controllers over TCP: each
+//! message is one frame `[length u32 BE][JSON]`,
 //! at most [`FRAME_BYTES_MAX`]. A client keeps one connection per peer, reconnecting after any
 //! error; every call is bounded by openraft's RPC deadline. The listener answers each request frame
 //! with one response frame; a bad frame closes that connection and nothing else. At most
@@ -19,7 +20,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::TypeConfig;
+use super::{Core, TypeConfig, WriteError};
+use crate::command::{Command, CommandError, CommandReply};
+use caudal_model::NodeId;
+use std::sync::Arc;
 
 /// The largest frame read or written (a snapshot chunk is far smaller).
 pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -35,6 +39,8 @@ pub enum RaftRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<u64>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A broker's command, forwarded to the controller believed to be the leader.
+    Command(Command),
 }
 
 /// The answer to a [`RaftRequest`], of the same kind.
@@ -43,6 +49,31 @@ pub enum RaftReply {
     AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    Command(Result<CommandReply, ForwardedError>),
+}
+
+/// Why a forwarded command did not succeed on the controller it was sent to.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardedError {
+    /// That controller is not the leader (any more); `leader` is the one it knows, if any.
+    NotController { leader: Option<NodeId> },
+    /// The decision refused the command; nothing was written.
+    Rejected(CommandError),
+    /// The command's outcome is unknown (no quorum, timed out).
+    Unavailable(String),
+    /// That controller is shutting down.
+    ShutDown,
+}
+
+impl From<WriteError> for ForwardedError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::NotController { leader } => ForwardedError::NotController { leader },
+            WriteError::Rejected(error) => ForwardedError::Rejected(error.into()),
+            WriteError::Unavailable(reason) => ForwardedError::Unavailable(reason),
+            WriteError::ShutDown => ForwardedError::ShutDown,
+        }
+    }
 }
 
 /// Writes one frame.
@@ -88,9 +119,10 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
-/// Accepts controller connections and answers their RPCs from `raft` until the task is aborted
-/// (which also ends every connection task it started).
-pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
+/// Accepts controller connections and answers their RPCs (Raft's from `core.raft`, forwarded
+/// commands by running them on `core`) until the task is aborted (which also ends every
+/// connection task it started).
+pub(crate) async fn serve(listener: TcpListener, core: Arc<Core>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -101,9 +133,9 @@ pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
                         drop(stream);
                         continue;
                     }
-                    let raft = raft.clone();
+                    let core = core.clone();
                     connections.spawn(async move {
-                        if let Err(error) = answer(stream, raft).await {
+                        if let Err(error) = answer(stream, core).await {
                             tracing::debug!(%peer, %error, "controller connection closed");
                         }
                     });
@@ -118,8 +150,9 @@ pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
     }
 }
 
-async fn answer(mut stream: TcpStream, raft: Raft<TypeConfig>) -> io::Result<()> {
+async fn answer(mut stream: TcpStream, core: Arc<Core>) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    let raft: &Raft<TypeConfig> = &core.raft;
     while let Some(request) = read_frame::<_, RaftRequest>(&mut stream).await? {
         let reply = match request {
             RaftRequest::AppendEntries(rpc) => {
@@ -129,10 +162,65 @@ async fn answer(mut stream: TcpStream, raft: Raft<TypeConfig>) -> io::Result<()>
             RaftRequest::InstallSnapshot(rpc) => {
                 RaftReply::InstallSnapshot(raft.install_snapshot(rpc).await)
             }
+            // Run here only: a controller that is not the leader answers NotController and the
+            // sender retries, so a command is never forwarded twice.
+            RaftRequest::Command(command) => RaftReply::Command(
+                core.submit_local(command)
+                    .await
+                    .map_err(ForwardedError::from),
+            ),
         };
         write_frame(&mut stream, &reply).await?;
     }
     Ok(())
+}
+
+/// Why forwarding a command failed before an answer came back.
+#[derive(Debug)]
+pub(crate) enum ForwardFailure {
+    /// The command was not (completely) sent: it cannot have run.
+    NotSent(io::Error),
+    /// The command was sent but no answer came: its outcome is unknown.
+    Lost(io::Error),
+}
+
+/// Sends `command` to the controller at `addr` on a connection of its own and waits at most
+/// `deadline` for the answer.
+pub(crate) async fn forward(
+    addr: &str,
+    command: Command,
+    deadline: Duration,
+) -> Result<Result<CommandReply, ForwardedError>, ForwardFailure> {
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))
+        .map_err(ForwardFailure::NotSent)?;
+    stream.set_nodelay(true).map_err(ForwardFailure::NotSent)?;
+    // A frame the peer did not receive completely is never decoded, so a failed write means
+    // the command did not run.
+    write_frame(&mut stream, &RaftRequest::Command(command))
+        .await
+        .map_err(ForwardFailure::NotSent)?;
+    let answer = tokio::time::timeout(deadline, read_frame::<_, RaftReply>(&mut stream))
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer from the controller at {addr} within {deadline:?}"),
+            ))
+        })
+        .map_err(ForwardFailure::Lost)?;
+    match answer {
+        Some(RaftReply::Command(result)) => Ok(result),
+        Some(_) => Err(ForwardFailure::Lost(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "controller answered with a different kind of reply",
+        ))),
+        None => Err(ForwardFailure::Lost(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "controller closed the connection",
+        ))),
+    }
 }
 
 /// Makes one [`PeerClient`] per peer.

@@ -2,7 +2,7 @@
 //! published on a `watch` channel; snapshots of the image written atomically to `snapshot.json`.
 //!
 //! A snapshot holds the image as the shortest list of records that rebuilds it (the cluster id,
-//! each broker, each topic and its partitions, each dynamic config, the producer-id high-water
+//! each broker with its fencing state, each topic and its partitions with any reassignment, each dynamic config, the producer-id high-water
 //! mark), the count of records the image had applied, and the Raft position it covers.
 
 use std::collections::BTreeSet;
@@ -56,6 +56,14 @@ pub fn image_records(
             port: broker.port,
             rack: broker.rack.clone(),
         });
+        // Registration leaves a broker fenced and not shutting down; anything else is recorded.
+        if !broker.fenced || broker.in_controlled_shutdown {
+            records.push(MetadataRecord::BrokerState {
+                node_id: broker.node_id,
+                fenced: broker.fenced,
+                in_controlled_shutdown: broker.in_controlled_shutdown,
+            });
+        }
     }
     for topic in image.topics() {
         records.push(MetadataRecord::Topic {
@@ -72,6 +80,14 @@ pub fn image_records(
                 leader_epoch: registration.leader_epoch,
                 partition_epoch: registration.partition_epoch,
             });
+            if registration.is_reassigning() {
+                records.push(MetadataRecord::PartitionReassignment {
+                    topic_id: topic.topic_id,
+                    partition: *partition,
+                    adding_replicas: registration.adding_replicas.clone(),
+                    removing_replicas: registration.removing_replicas.clone(),
+                });
+            }
         }
     }
     for resource in config_resources {
@@ -302,5 +318,77 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             snapshot: Box::new(Cursor::new(bytes.clone())),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caudal_model::{LeaderEpoch, PartitionIndex};
+    use uuid::Uuid;
+
+    #[test]
+    fn snapshot_records_keep_fencing_and_reassignments() {
+        let topic_id = Uuid::from_u128(5);
+        let mut records = Vec::new();
+        for node in 1..=3 {
+            records.push(MetadataRecord::RegisterBroker {
+                node_id: NodeId(node),
+                host: "h".into(),
+                port: 9000 + node as u16,
+                rack: None,
+            });
+        }
+        records.extend([
+            // 1 stays fenced (never heard from), 2 is unfenced, 3 is shutting down.
+            MetadataRecord::BrokerState {
+                node_id: NodeId(2),
+                fenced: false,
+                in_controlled_shutdown: false,
+            },
+            MetadataRecord::BrokerState {
+                node_id: NodeId(3),
+                fenced: false,
+                in_controlled_shutdown: true,
+            },
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id,
+            },
+            MetadataRecord::Partition {
+                topic_id,
+                partition: PartitionIndex(0),
+                replicas: vec![NodeId(2), NodeId(3)],
+                isr: vec![NodeId(2)],
+                leader: NodeId(2),
+                leader_epoch: LeaderEpoch(1),
+                partition_epoch: 2,
+            },
+            MetadataRecord::PartitionReassignment {
+                topic_id,
+                partition: PartitionIndex(0),
+                adding_replicas: vec![NodeId(3)],
+                removing_replicas: vec![],
+            },
+        ]);
+        let image = records
+            .iter()
+            .fold(MetadataImage::default(), |image, record| {
+                image.apply(record)
+            });
+        let snapshot = image_records(&image, &BTreeSet::new());
+        let restored = snapshot
+            .iter()
+            .fold(MetadataImage::default(), |image, record| {
+                image.apply(record)
+            });
+        assert_eq!(restored.brokers, image.brokers);
+        assert_eq!(
+            restored.topic("t").unwrap().partitions,
+            image.topic("t").unwrap().partitions
+        );
+        assert_eq!(image_records(&restored, &BTreeSet::new()), snapshot);
+        assert!(restored.brokers[&NodeId(1)].fenced);
+        assert!(restored.brokers[&NodeId(3)].in_controlled_shutdown);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use caudal_controller::decisions::create_partitions;
+use caudal_controller::command::Command;
 use caudal_model::NodeId;
 use caudal_protocol::api::ApiVersionRange;
 use caudal_protocol::{ApiKey, ResponseKind};
@@ -12,7 +12,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use super::{encode, text};
 use crate::broker::Broker;
 use crate::connection::Outcome;
-use crate::errors::controller_error_code;
+use crate::errors::metadata_error_code;
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::CreatePartitions, 0, 3);
 
@@ -38,27 +38,24 @@ pub async fn handle(
                 })
                 .collect()
         });
-        let outcome = if request.validate_only {
-            create_partitions(&broker.image(), &name, count, assignments.as_deref()).map(|_| ())
-        } else {
-            let target = name.clone();
-            broker
-                .write_metadata(move |image| {
-                    create_partitions(image, &target, count, assignments.as_deref())
-                        .map(|records| (records, ()))
-                })
-                .await
-        };
+        let outcome = broker
+            .submit(Command::CreatePartitions {
+                topic: name.clone(),
+                count,
+                assignments,
+                validate_only: request.validate_only,
+            })
+            .await;
         let result = CreatePartitionsTopicResult::default().with_name(topic.name);
         results.push(match outcome {
-            Ok(()) => {
+            Ok(_) => {
                 if !request.validate_only {
                     tracing::info!(topic = %name, partitions = count, "added partitions");
                 }
                 result.with_error_code(0)
             }
             Err(error) => result
-                .with_error_code(controller_error_code(&error).code())
+                .with_error_code(metadata_error_code(&error).code())
                 .with_error_message(Some(text(error.to_string()))),
         });
     }

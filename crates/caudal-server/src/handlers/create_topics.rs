@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use caudal_controller::decisions::{NewTopic, TopicDefaults, create_topic};
+use caudal_controller::decisions::{NewTopic, TopicDefaults};
 use caudal_model::NodeId;
 use caudal_protocol::api::ApiVersionRange;
 use caudal_protocol::{ApiKey, ErrorCode, ResponseKind};
@@ -15,7 +15,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use super::{encode, text};
 use crate::broker::Broker;
 use crate::connection::Outcome;
-use crate::errors::controller_error_code;
+use crate::errors::metadata_error_code;
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::CreateTopics, 2, 7);
 
@@ -89,13 +89,9 @@ pub async fn handle(
                 .collect(),
             configs,
         };
-        let outcome = if request.validate_only {
-            create_topic(&broker.image(), &new_topic, defaults).map(|(_, created)| created)
-        } else {
-            broker
-                .write_metadata(move |image| create_topic(image, &new_topic, defaults))
-                .await
-        };
+        let outcome = broker
+            .create_topic(new_topic, defaults, request.validate_only)
+            .await;
         match outcome {
             Ok(created) => {
                 if !request.validate_only {
@@ -128,7 +124,7 @@ pub async fn handle(
                 );
             }
             Err(error) => {
-                let code = controller_error_code(&error);
+                let code = metadata_error_code(&error);
                 results.push(failed(result, code, error.to_string()));
             }
         }

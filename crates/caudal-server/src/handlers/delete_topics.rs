@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use caudal_controller::decisions::{TopicRef, delete_topic};
+use caudal_controller::command::{Command, CommandReply};
+use caudal_controller::decisions::TopicRef;
 use caudal_protocol::api::ApiVersionRange;
 use caudal_protocol::{ApiKey, ResponseKind};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -12,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{encode, text};
 use crate::broker::Broker;
 use crate::connection::Outcome;
-use crate::errors::controller_error_code;
+use crate::errors::metadata_error_code;
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::DeleteTopics, 1, 6);
 
@@ -49,8 +50,15 @@ pub async fn handle(
             .with_name(name.map(|name| TopicName(StrBytes::from_string(name))))
             .with_topic_id(topic_id);
         let outcome = broker
-            .write_metadata(move |image| delete_topic(image, &target, enabled))
-            .await;
+            .submit(Command::DeleteTopic {
+                topic: target,
+                deletion_enabled: enabled,
+            })
+            .await
+            .and_then(|reply| match reply {
+                CommandReply::TopicDeleted { name, topic_id } => Ok((name, topic_id)),
+                other => Err(crate::broker::unexpected_reply(other)),
+            });
         results.push(match outcome {
             Ok((name, topic_id)) => {
                 tracing::info!(topic = %name, %topic_id, "deleted topic");
@@ -60,7 +68,7 @@ pub async fn handle(
                     .with_error_code(0)
             }
             Err(error) => result
-                .with_error_code(controller_error_code(&error).code())
+                .with_error_code(metadata_error_code(&error).code())
                 .with_error_message(Some(text(error.to_string()))),
         });
     }

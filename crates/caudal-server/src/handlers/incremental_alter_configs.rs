@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use caudal_controller::decisions::{ConfigOp, alter_configs};
+use caudal_controller::command::Command;
+use caudal_controller::decisions::ConfigOp;
 use caudal_metadata::ConfigResource;
 use caudal_model::NodeId;
 use caudal_protocol::api::ApiVersionRange;
@@ -19,7 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{encode, text};
 use crate::broker::Broker;
 use crate::connection::Outcome;
-use crate::errors::controller_error_code;
+use crate::errors::metadata_error_code;
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::IncrementalAlterConfigs, 0, 1);
 
@@ -89,20 +90,16 @@ async fn apply(
     replace_all: bool,
     validate_only: bool,
 ) -> Result<(), (ErrorCode, String)> {
-    let failed = |error: caudal_controller::ControllerError| {
-        (controller_error_code(&error), error.to_string())
-    };
-    if validate_only {
-        return alter_configs(&broker.image(), &resource, &changes, replace_all)
-            .map(|_| ())
-            .map_err(failed);
-    }
     broker
-        .write_metadata(move |image| {
-            alter_configs(image, &resource, &changes, replace_all).map(|records| (records, ()))
+        .submit(Command::AlterConfigs {
+            resource,
+            changes,
+            replace_all,
+            validate_only,
         })
         .await
-        .map_err(failed)
+        .map(|_| ())
+        .map_err(|error| (metadata_error_code(&error), error.to_string()))
 }
 
 /// An outcome as response fields: (error code, error message).

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use super::encode;
 use crate::broker::Broker;
 use crate::connection::Outcome;
-use crate::errors::controller_error_code;
+use crate::errors::metadata_error_code;
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::InitProducerId, 0, 5);
 
@@ -32,7 +32,7 @@ pub async fn handle(
                 .with_producer_epoch(0),
             Err(error) => {
                 tracing::error!(%error, "allocating producer ids failed");
-                failed(controller_error_code(&error))
+                failed(metadata_error_code(&error))
             }
         }
     };

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use caudal_controller::decisions::{NewTopic, TopicDefaults, create_topic, validate_topic_name};
+use caudal_controller::decisions::{NewTopic, TopicDefaults, validate_topic_name};
 use caudal_metadata::{MetadataImage, TopicImage};
 use caudal_model::TopicPartition;
 use caudal_protocol::api::ApiVersionRange;
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::{AUTHORIZED_OPERATIONS_OMITTED, encode, text};
 use crate::broker::Broker;
 use crate::connection::Outcome;
-use crate::errors::controller_error_code;
+use crate::errors::metadata_error_code;
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::Metadata, 0, 13);
 
@@ -60,7 +60,7 @@ pub async fn handle(
                 // Created with its own settings, as FindCoordinator would.
                 if let Err(error) = broker.ensure_offsets_topic().await {
                     tracing::warn!(%error, "creating the consumer offsets topic failed");
-                    created_errors.push((name, controller_error_code(&error)));
+                    created_errors.push((name, metadata_error_code(&error)));
                 }
                 continue;
             }
@@ -74,16 +74,13 @@ pub async fn handle(
                 num_partitions: broker.config.num_partitions,
                 replication_factor: broker.config.default_replication_factor,
             };
-            match broker
-                .write_metadata(move |image| create_topic(image, &topic, defaults))
-                .await
-            {
+            match broker.create_topic(topic, defaults, false).await {
                 Ok(created) => tracing::info!(
                     topic = %name, partitions = created.num_partitions, "auto-created topic"
                 ),
                 Err(error) => {
                     tracing::warn!(topic = %name, %error, "auto-creating topic failed");
-                    created_errors.push((name, controller_error_code(&error)));
+                    created_errors.push((name, metadata_error_code(&error)));
                 }
             }
         }
