@@ -908,6 +908,8 @@ mod tests {
             leader: NodeId(1),
             leader_epoch: LeaderEpoch(leader_epoch),
             partition_epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

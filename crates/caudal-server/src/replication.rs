@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use caudal_client::{ClientError, Connection, ConnectionConfig};
-use caudal_metadata::{MetadataImage, MetadataRecord};
+use caudal_controller::command::{Command, CommandReply};
+use caudal_controller::replication::AlterPartitionRequest;
+use caudal_metadata::MetadataImage;
 use caudal_model::{LeaderEpoch, NodeId, Offset, RecordBatchHeader};
 use caudal_protocol::ErrorCode;
 use caudal_replica::{
@@ -179,60 +181,44 @@ pub fn propose_isr(broker: &Arc<Broker>, partition: Arc<Partition>, proposal: Is
     });
 }
 
-/// AlterPartition: commits `proposal.new_isr` for one partition if the proposal is based on the
-/// current leader epoch (else FENCED_LEADER_EPOCH) and partition epoch (else
-/// INVALID_UPDATE_VERSION), writing the partition with the new ISR and the next partition epoch.
-/// Returns the committed ISR and partition epoch.
+/// AlterPartition: asks the controller to commit `proposal.new_isr` for one partition this
+/// broker leads (the controller's `Command::AlterPartition`: FENCED_LEADER_EPOCH,
+/// NOT_LEADER_OR_FOLLOWER, INVALID_UPDATE_VERSION, INVALID_REQUEST, INELIGIBLE_REPLICA as Kafka).
+/// Returns the committed ISR and partition epoch; REQUEST_TIMED_OUT when no controller answered.
 pub async fn alter_partition(
     broker: &Arc<Broker>,
     topic_id: uuid::Uuid,
     partition: caudal_model::PartitionIndex,
     proposal: IsrProposal,
 ) -> Result<(Vec<NodeId>, i32), ErrorCode> {
-    let written = broker
-        .write_metadata(move |image| {
-            let Some(registration) = image
-                .topic_by_id(&topic_id)
-                .and_then(|topic| topic.partitions.get(&partition))
-            else {
-                return Ok((Vec::new(), Err(ErrorCode::UnknownTopicOrPartition)));
-            };
-            if proposal.leader_epoch < registration.leader_epoch {
-                return Ok((Vec::new(), Err(ErrorCode::FencedLeaderEpoch)));
-            }
-            if proposal.leader_epoch > registration.leader_epoch
-                || proposal.partition_epoch.value() != registration.partition_epoch
-            {
-                return Ok((Vec::new(), Err(ErrorCode::InvalidUpdateVersion)));
-            }
-            if proposal.new_isr.is_empty()
-                || !proposal.new_isr.contains(&registration.leader)
-                || proposal
-                    .new_isr
-                    .iter()
-                    .any(|replica| !registration.replicas.contains(replica))
-            {
-                return Ok((Vec::new(), Err(ErrorCode::InvalidRequest)));
-            }
-            let partition_epoch = registration.partition_epoch + 1;
-            let record = MetadataRecord::Partition {
-                topic_id,
-                partition,
-                replicas: registration.replicas.clone(),
-                isr: proposal.new_isr.clone(),
-                leader: registration.leader,
-                leader_epoch: registration.leader_epoch,
-                partition_epoch,
-            };
-            Ok((vec![record], Ok((proposal.new_isr, partition_epoch))))
+    let request = AlterPartitionRequest {
+        topic_id,
+        partition,
+        leader_id: broker.config.node_id,
+        leader_epoch: proposal.leader_epoch,
+        partition_epoch: proposal.partition_epoch.value(),
+        new_isr: proposal.new_isr,
+    };
+    let reply = broker
+        .submit(Command::AlterPartition {
+            partitions: vec![request],
         })
         .await;
-    match written {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            tracing::error!(%error, "writing an ISR change failed");
+    match reply {
+        Ok(CommandReply::AlterPartition(mut results)) if results.len() == 1 => {
+            match results.remove(0) {
+                Ok(state) => Ok((state.isr, state.partition_epoch)),
+                Err(error) => {
+                    Err(ErrorCode::try_from_code(error.code())
+                        .unwrap_or(ErrorCode::UnknownServerError))
+                }
+            }
+        }
+        Ok(other) => {
+            tracing::error!(reply = ?other, "AlterPartition got an unexpected reply");
             Err(ErrorCode::UnknownServerError)
         }
+        Err(error) => Err(crate::errors::metadata_error_code(&error)),
     }
 }
 

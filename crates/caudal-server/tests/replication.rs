@@ -463,8 +463,10 @@ async fn a_new_leader_makes_the_old_one_truncate_its_divergent_tail() {
         .topic("diverging")
         .unwrap()
         .topic_id;
-    metadata
-        .write(move |image| {
+    // The single-node controller shared by the brokers: write the election's record directly.
+    let MetadataService::Local(controller) = metadata.clone();
+    tokio::task::spawn_blocking(move || {
+        controller.write(move |image| {
             let current = image
                 .topic_by_id(&topic_id)
                 .and_then(|topic| topic.partitions.get(&PartitionIndex(0)).cloned())
@@ -482,8 +484,10 @@ async fn a_new_leader_makes_the_old_one_truncate_its_divergent_tail() {
                 (),
             ))
         })
-        .await
-        .expect("leader moved");
+    })
+    .await
+    .unwrap()
+    .expect("leader moved");
     eventually("the old leader follows", || async {
         !node(&brokers, old_leader)
             .broker
