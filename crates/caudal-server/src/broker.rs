@@ -219,9 +219,7 @@ impl Broker {
                         }
                     },
                 };
-                let leader_address =
-                    crate::replication::broker_address(&image, registration.leader);
-                partition.apply_registration(registration, leader_address, &replicas, now);
+                partition.apply_registration(registration, &image, &replicas, now);
                 wanted.insert(topic_partition, partition);
             }
         }

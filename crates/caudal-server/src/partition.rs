@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::time::Duration;
 
-use caudal_metadata::PartitionRegistration;
 use caudal_metadata::config::ResolvedConfig;
+use caudal_metadata::{MetadataImage, PartitionRegistration};
 use caudal_model::{LeaderEpoch, NodeId, Offset, TimestampMs, TopicPartition};
 use caudal_replica::{
     EpochEndOffset, ErrorCode as ReplicaError, FollowerFetch, FollowerFetchOutcome, IsrProposal,
@@ -289,14 +289,25 @@ impl Partition {
     /// - Leader at the same epoch: a newer partition epoch (replicas, ISR) and config changes go
     ///   to the state; its ready waits are answered.
     /// - Follower: a new leader or epoch (or leader address) restarts the fetcher task.
+    ///
+    /// Replicas on fenced or shutting-down brokers in `image` are ineligible for the ISR
+    /// (KIP-841); the leader's address comes from its broker registration.
     pub fn apply_registration(
         self: &Arc<Self>,
         registration: &PartitionRegistration,
-        leader_address: Option<String>,
+        image: &MetadataImage,
         context: &ReplicaContext,
         now: TimestampMs,
     ) {
         let node_id = context.config.node_id;
+        let leader_address = crate::replication::broker_address(image, registration.leader);
+        // KIP-841: replicas on fenced or shutting-down brokers may not join the ISR.
+        let ineligible: Vec<NodeId> = registration
+            .replicas
+            .iter()
+            .copied()
+            .filter(|replica| *replica != node_id && !image.is_broker_active(*replica))
+            .collect();
         let mut role = self.role.lock();
         if registration.leader_epoch < self.leader_epoch() && !matches!(*role, Role::Unassigned) {
             // An older image than one already applied.
@@ -316,6 +327,7 @@ impl Partition {
                     now,
                 );
                 leading.flush_after_append = config.acks_all_fsync;
+                leading.state.set_ineligible_replicas(ineligible);
                 advanced = leading.state.on_config_change(config, now).or(advanced);
                 self.publish_high_watermark(leading, advanced);
                 self.leader.store(true, Ordering::Release);
@@ -337,6 +349,7 @@ impl Partition {
                 config,
                 now,
             );
+            state.set_ineligible_replicas(ineligible);
             // With one replica this is the log end offset; with followers it waits for them.
             state.on_append(self.log.log_end_offset(), now);
             state.on_local_flush(self.log.recovery_point(), now);
@@ -953,7 +966,12 @@ mod tests {
     async fn a_single_replica_partition_behaves_as_a_single_node() {
         let dir = tempfile::tempdir().unwrap();
         let partition = hosted(dir.path(), 2);
-        partition.apply_registration(&led(&[1], 1, 0), None, &context(false), TimestampMs(0));
+        partition.apply_registration(
+            &led(&[1], 1, 0),
+            &MetadataImage::default(),
+            &context(false),
+            TimestampMs(0),
+        );
         assert!(partition.is_leader());
         let batch = one_record();
         let (outcome, wait) = partition
@@ -973,7 +991,7 @@ mod tests {
         let partition = hosted(dir.path(), 2);
         partition.apply_registration(
             &led(&[1, 2, 3], 1, 0),
-            None,
+            &MetadataImage::default(),
             &context(false),
             TimestampMs(0),
         );
@@ -1004,7 +1022,12 @@ mod tests {
     async fn acks_all_waits_time_out_or_fail_on_resignation() {
         let dir = tempfile::tempdir().unwrap();
         let partition = hosted(dir.path(), 2);
-        partition.apply_registration(&led(&[1, 2], 1, 0), None, &context(false), TimestampMs(0));
+        partition.apply_registration(
+            &led(&[1, 2], 1, 0),
+            &MetadataImage::default(),
+            &context(false),
+            TimestampMs(0),
+        );
         let short = Some((2, tokio::time::Instant::now() + Duration::from_millis(20)));
         let (_, wait) = partition
             .append_as_leader(&one_record(), short, TimestampMs(1))
@@ -1019,7 +1042,12 @@ mod tests {
             .unwrap();
         let mut following = led(&[1, 2], 2, 1);
         following.leader = NodeId(2);
-        partition.apply_registration(&following, None, &context(false), TimestampMs(3));
+        partition.apply_registration(
+            &following,
+            &MetadataImage::default(),
+            &context(false),
+            TimestampMs(3),
+        );
         assert!(!partition.is_leader());
         assert_eq!(
             wait.unwrap().wait().await,
@@ -1041,7 +1069,12 @@ mod tests {
         let partition = hosted(dir.path(), 2);
         let mut registration = led(&[1, 2], 1, 0);
         registration.isr = vec![NodeId(1)];
-        partition.apply_registration(&registration, None, &context(false), TimestampMs(0));
+        partition.apply_registration(
+            &registration,
+            &MetadataImage::default(),
+            &context(false),
+            TimestampMs(0),
+        );
         assert!(matches!(
             partition.append_as_leader(
                 &one_record(),
@@ -1053,7 +1086,12 @@ mod tests {
         assert_eq!(partition.log.log_end_offset(), Offset(0));
         registration.isr = vec![NodeId(1), NodeId(2)];
         registration.partition_epoch = 1;
-        partition.apply_registration(&registration, None, &context(false), TimestampMs(2));
+        partition.apply_registration(
+            &registration,
+            &MetadataImage::default(),
+            &context(false),
+            TimestampMs(2),
+        );
         assert!(
             partition
                 .append_as_leader(
@@ -1073,12 +1111,22 @@ mod tests {
         let partition = hosted(dir.path(), 1);
         let mut following = led(&[1, 2], 1, 0);
         following.leader = NodeId(2);
-        partition.apply_registration(&following, None, &context(false), TimestampMs(0));
+        partition.apply_registration(
+            &following,
+            &MetadataImage::default(),
+            &context(false),
+            TimestampMs(0),
+        );
         partition
             .log
             .append_as_leader(&one_record(), LeaderEpoch(1), TimestampMs(0))
             .unwrap();
-        partition.apply_registration(&led(&[1, 2], 2, 1), None, &context(false), TimestampMs(1));
+        partition.apply_registration(
+            &led(&[1, 2], 2, 1),
+            &MetadataImage::default(),
+            &context(false),
+            TimestampMs(1),
+        );
         assert_eq!(partition.high_watermark(), Offset(0));
         assert_eq!(
             partition.latest_offset_for_client(),
@@ -1096,6 +1144,43 @@ mod tests {
         assert_eq!(
             partition.check_leader_epoch(Some(LeaderEpoch(3))),
             Err(ReplicaError::UnknownLeaderEpoch)
+        );
+    }
+
+    /// KIP-841: a caught-up follower on a fenced broker is not proposed for the ISR; once its
+    /// broker is active again, the next fetch proposes it.
+    #[tokio::test]
+    async fn replicas_on_fenced_brokers_are_not_proposed_for_the_isr() {
+        use caudal_metadata::MetadataRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let partition = hosted(dir.path(), 1);
+        let registered = MetadataImage::default().apply(&MetadataRecord::RegisterBroker {
+            node_id: NodeId(2),
+            host: "127.0.0.1".into(),
+            port: 1,
+            rack: None,
+        });
+        assert!(!registered.is_broker_active(NodeId(2)));
+        let mut registration = led(&[1, 2], 1, 0);
+        registration.isr = vec![NodeId(1)];
+        partition.apply_registration(&registration, &registered, &context(false), TimestampMs(0));
+        let outcome = partition
+            .on_follower_fetch(follower_fetch(2, 0), TimestampMs(1))
+            .unwrap();
+        assert_eq!(outcome.isr_proposal, None);
+
+        let active = registered.apply(&MetadataRecord::BrokerState {
+            node_id: NodeId(2),
+            fenced: false,
+            in_controlled_shutdown: false,
+        });
+        partition.apply_registration(&registration, &active, &context(false), TimestampMs(2));
+        let outcome = partition
+            .on_follower_fetch(follower_fetch(2, 0), TimestampMs(3))
+            .unwrap();
+        assert_eq!(
+            outcome.isr_proposal.map(|proposal| proposal.new_isr),
+            Some(vec![NodeId(1), NodeId(2)])
         );
     }
 }
