@@ -407,6 +407,15 @@ impl Fetcher {
             if !self.carry_out(action).await? {
                 return Ok(());
             }
+            if log.log_end_offset() != state.log_end_offset() {
+                // Truncation removes whole batches: one that straddled the point went whole.
+                // Start over from what the log really holds.
+                return Err(FetchFailure::Response(format!(
+                    "the log ends at {} where the follower state expects {}",
+                    log.log_end_offset().0,
+                    state.log_end_offset().0
+                )));
+            }
         }
         Ok(())
     }

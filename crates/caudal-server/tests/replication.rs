@@ -268,8 +268,19 @@ async fn shutdown_all(brokers: Vec<Option<BrokerHandle>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_all_reaches_every_replica_and_advances_the_high_watermark() {
+    acks_all_reaches_every_replica(FAST).await;
+}
+
+/// The same with Kafka's page-cache durability: followers report log end offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_reaches_every_replica_without_fsync() {
+    let extra: Vec<(&str, &str)> = [FAST, &[("caudal.acks.all.fsync", "false")]].concat();
+    acks_all_reaches_every_replica(&extra).await;
+}
+
+async fn acks_all_reaches_every_replica(extra: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
-    let brokers = cluster(dir.path(), FAST).await;
+    let brokers = cluster(dir.path(), extra).await;
     let mut stop_on_drop = StopOnDrop::default();
     stop_on_drop.watch(&brokers);
     create_topic(brokers[0].as_ref().unwrap(), "replicated", 3, &[]).await;
