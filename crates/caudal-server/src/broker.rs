@@ -194,6 +194,7 @@ impl Broker {
         let mut wanted = HashMap::new();
         let mut offline = HashSet::new();
         let mut failures = Vec::new();
+        let replicas = crate::replication::ReplicaContext::from_broker(self);
         for topic in image.topics() {
             let resolved = self.topic_configs(&image, &topic.name);
             let (log_config, settings) = settings_from_configs(&resolved);
@@ -226,8 +227,7 @@ impl Broker {
                         }
                     },
                 };
-                partition.set_leader_epoch(registration.leader_epoch);
-                partition.set_leader(registration.leader == node_id);
+                partition.apply_registration(registration, &image, &replicas, now);
                 wanted.insert(topic_partition, partition);
             }
         }
@@ -240,9 +240,12 @@ impl Broker {
             .collect();
         self.groups
             .reconcile(&image, node_id, &wanted, &self.tasks, &self.shutdown);
-        *self.partitions.write() = wanted;
+        let previous = std::mem::replace(&mut *self.partitions.write(), wanted);
         *self.offline.write() = offline;
         for topic_partition in removed {
+            if let Some(partition) = previous.get(&topic_partition) {
+                partition.stop_replication();
+            }
             tracing::info!(partition = %topic_partition, "deleting log of removed partition");
             if let Err(error) = self.logs.delete_log(&topic_partition) {
                 tracing::error!(partition = %topic_partition, %error, "deleting the log failed");
@@ -749,6 +752,7 @@ pub async fn start_with(
     tasks.spawn(accept_loop(broker.clone(), listener, tasks.clone()));
     tasks.spawn(maintenance_loop(broker.clone()));
     tasks.spawn(follow_metadata(broker.clone()));
+    tasks.spawn(crate::replication::replication_loop(broker.clone()));
     if clustered {
         // The first heartbeat unfences this broker; later ones keep its lease.
         if let Err(error) = heartbeat(&broker).await {

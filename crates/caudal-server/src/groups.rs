@@ -294,6 +294,9 @@ async fn query_shard(sender: mpsc::Sender<Command>, query: Query) -> Reply<Answe
 }
 
 /// A response ready to go once the records before it are durable.
+/// Kafka's default `offsets.commit.timeout.ms`: how long group records may take to reach the ISR.
+const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 enum Release {
     Call(oneshot::Sender<Reply<ResponseBody>>, ResponseBody),
     Query(oneshot::Sender<Reply<Answer>>, Answer),
@@ -573,29 +576,42 @@ impl ShardTask {
         self.deadlines.clear();
     }
 
-    /// Sends `ready` now if everything appended is durable, else after the flush.
+    /// Sends `ready` now if everything appended is durable and on the ISR, else after the flush
+    /// and the replication (as an `acks=all` produce; bounded by Kafka's default
+    /// `offsets.commit.timeout.ms`, after which the requests get COORDINATOR_NOT_AVAILABLE).
     fn release(&self, ready: Vec<Release>) {
         if ready.is_empty() {
             return;
         }
         let wanted = self.appended_end;
-        if !self.fsync || self.partition.log.recovery_point() >= wanted {
+        let durable = !self.fsync || self.partition.log.recovery_point() >= wanted;
+        if durable && self.partition.high_watermark() >= wanted {
             ready.into_iter().for_each(Release::send);
             return;
         }
         let partition = self.partition.clone();
         let commands = self.commands.clone();
         tokio::spawn(async move {
-            match partition.wait_durable(wanted).await {
+            if !durable && let Err(error) = partition.wait_durable(wanted).await {
+                tracing::error!(partition = %partition.topic_partition, %error, "flushing group records failed");
+                ready
+                    .into_iter()
+                    .for_each(|release| release.fail(ErrorCode::NotCoordinator));
+                if let Some(commands) = commands.upgrade() {
+                    let _ = commands.send(Command::DurabilityFailed).await;
+                }
+                return;
+            }
+            match partition
+                .wait_replicated(wanted, OFFSETS_COMMIT_TIMEOUT)
+                .await
+            {
                 Ok(()) => ready.into_iter().for_each(Release::send),
                 Err(error) => {
-                    tracing::error!(partition = %partition.topic_partition, %error, "flushing group records failed");
+                    tracing::warn!(partition = %partition.topic_partition, %error, "group records not replicated in time");
                     ready
                         .into_iter()
-                        .for_each(|release| release.fail(ErrorCode::NotCoordinator));
-                    if let Some(commands) = commands.upgrade() {
-                        let _ = commands.send(Command::DurabilityFailed).await;
-                    }
+                        .for_each(|release| release.fail(ErrorCode::CoordinatorNotAvailable));
                 }
             }
         });
@@ -604,14 +620,11 @@ impl ShardTask {
     fn append(&mut self, records: &[Record]) -> Result<(), String> {
         let now = now_ms();
         let batch = encode_records(records, now)?;
-        let outcome = self
+        let (outcome, _) = self
             .partition
-            .log
-            .append_as_leader(&batch, self.partition.leader_epoch(), now)
-            .map_err(|error| error.to_string())?;
+            .append_as_leader(&batch, None, now)
+            .map_err(|error| format!("{error:?}"))?;
         self.appended_end = outcome.last_offset.next();
-        self.partition.notify_appended();
-        self.partition.maybe_flush_for_messages();
         Ok(())
     }
 }

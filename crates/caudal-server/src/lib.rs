@@ -7,7 +7,10 @@
 //! - [`config`]: broker configuration by Kafka names, from defaults, file, environment and flags.
 //! - [`broker`]: the broker's shared state (controller, log manager, hosted partitions), startup,
 //!   the accept loop, background flush/checkpoint tasks, graceful shutdown.
-//! - [`partition`]: a hosted partition: log, leader epoch, append notifications, durability waits.
+//! - [`partition`]: a hosted partition: log, replication role (leader state or follower),
+//!   high watermark, append notifications, durability and replication waits.
+//! - [`replication`]: follower fetcher tasks, the periodic ISR check, ISR proposals to the
+//!   controller (`docs/replica.md`).
 //! - [`connection`]: the per-connection pipeline (DESIGN §4).
 //! - [`handlers`]: one module per API with its version range; the table there is the single
 //!   source of the ApiVersions response.
@@ -31,6 +34,7 @@ pub mod handlers;
 pub mod lifecycle;
 pub mod metadata;
 pub mod partition;
+pub mod replication;
 
 pub use broker::{Broker, BrokerHandle, start, start_with};
 /// The allocation guard the broker binary installs (it lives with the codec it defends against).

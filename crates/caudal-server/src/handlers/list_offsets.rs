@@ -1,6 +1,8 @@
 //! ListOffsets (key 2): earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), and
 //! the first record at or after a timestamp. The log finds the batch through its time index; the
-//! exact record inside it is found here by decoding that one batch.
+//! exact record inside it is found here by decoding that one batch. Latest is the high
+//! watermark for clients (OFFSET_NOT_AVAILABLE while a new leader's is below its epoch start,
+//! KIP-207) and the log end offset for a follower (`replica_id ≥ 0`).
 
 use std::sync::Arc;
 
@@ -37,6 +39,8 @@ pub async fn handle(
     correlation_id: i32,
 ) -> Outcome {
     let read_committed = version >= 2 && request.isolation_level == READ_COMMITTED;
+    // A follower resolving an out-of-range fetch asks for the leader's log end offset.
+    let from_replica = request.replica_id.0 >= 0;
     let topics = request
         .topics
         .into_iter()
@@ -55,16 +59,17 @@ pub async fn handle(
                         Ok(partition) => partition,
                         Err(error) => return failed(response, error),
                     };
-                    let leader_epoch = partition.leader_epoch();
-                    if requested.current_leader_epoch >= 0 {
-                        if requested.current_leader_epoch < leader_epoch.0 {
-                            return failed(response, ErrorCode::FencedLeaderEpoch);
-                        }
-                        if requested.current_leader_epoch > leader_epoch.0 {
-                            return failed(response, ErrorCode::UnknownLeaderEpoch);
-                        }
+                    let current_leader_epoch = (requested.current_leader_epoch >= 0)
+                        .then_some(LeaderEpoch(requested.current_leader_epoch));
+                    if let Err(error) = partition.check_leader_epoch(current_leader_epoch) {
+                        return failed(response, crate::replication::protocol_error(error));
                     }
-                    match lookup(&partition, requested.timestamp, read_committed) {
+                    match lookup(
+                        &partition,
+                        requested.timestamp,
+                        read_committed,
+                        from_replica,
+                    ) {
                         Ok(found) => response
                             .with_error_code(0)
                             .with_timestamp(found.timestamp.0)
@@ -116,7 +121,12 @@ const NOT_FOUND: Found = Found {
     leader_epoch: LeaderEpoch(-1),
 };
 
-fn lookup(partition: &Partition, timestamp: i64, read_committed: bool) -> Result<Found, ErrorCode> {
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    read_committed: bool,
+    from_replica: bool,
+) -> Result<Found, ErrorCode> {
     let log = &partition.log;
     // As Kafka: the current leader epoch for the latest offset, the epoch of the log start offset
     // for the earliest.
@@ -134,11 +144,23 @@ fn lookup(partition: &Partition, timestamp: i64, read_committed: bool) -> Result
         partition.high_watermark()
     };
     match timestamp {
-        LATEST_TIMESTAMP => Ok(Found {
+        LATEST_TIMESTAMP if from_replica => Ok(Found {
             timestamp: TimestampMs(-1),
-            offset: visible_end,
+            offset: log.log_end_offset(),
             leader_epoch,
         }),
+        // KIP-207: a new leader answers OFFSET_NOT_AVAILABLE until its high watermark reaches
+        // the start of its epoch, so the latest offset never goes backwards.
+        LATEST_TIMESTAMP => {
+            let high_watermark = partition
+                .latest_offset_for_client()
+                .map_err(crate::replication::protocol_error)?;
+            Ok(Found {
+                timestamp: TimestampMs(-1),
+                offset: visible_end.min(high_watermark),
+                leader_epoch,
+            })
+        }
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Found {
             timestamp: TimestampMs(-1),
             offset: log_start_offset,

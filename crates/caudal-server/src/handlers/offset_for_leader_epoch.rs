@@ -1,5 +1,6 @@
-//! OffsetForLeaderEpoch (key 23): the end offset of a leader epoch, from the log's epoch cache.
-//! Consumers use it to detect log truncation after a leader change; followers to truncate.
+//! OffsetForLeaderEpoch (key 23): the end offset of a leader epoch, from the leader's epoch
+//! cache, after the leader state's epoch check. Consumers use it to detect log truncation after a
+//! leader change; followers (`replica_id ≥ 0`, answered the same way) to truncate.
 
 use std::sync::Arc;
 
@@ -45,27 +46,17 @@ pub fn handle(
                         Ok(partition) => partition,
                         Err(error) => return failed(error),
                     };
-                    let leader_epoch = partition.leader_epoch();
-                    if requested.current_leader_epoch >= 0 {
-                        if requested.current_leader_epoch < leader_epoch.0 {
-                            return failed(ErrorCode::FencedLeaderEpoch);
-                        }
-                        if requested.current_leader_epoch > leader_epoch.0 {
-                            return failed(ErrorCode::UnknownLeaderEpoch);
-                        }
-                    }
-                    match partition
-                        .log
-                        .end_offset_for_epoch(LeaderEpoch(requested.leader_epoch))
-                    {
-                        Some((epoch, end_offset)) => response
+                    let current_leader_epoch = (requested.current_leader_epoch >= 0)
+                        .then_some(LeaderEpoch(requested.current_leader_epoch));
+                    match partition.offset_for_leader_epoch(
+                        current_leader_epoch,
+                        LeaderEpoch(requested.leader_epoch),
+                    ) {
+                        Ok(answer) => response
                             .with_error_code(0)
-                            .with_leader_epoch(epoch.0)
-                            .with_end_offset(end_offset.0),
-                        None => response
-                            .with_error_code(0)
-                            .with_leader_epoch(-1)
-                            .with_end_offset(-1),
+                            .with_leader_epoch(answer.leader_epoch.0)
+                            .with_end_offset(answer.end_offset.0),
+                        Err(error) => failed(crate::replication::protocol_error(error)),
                     }
                 })
                 .collect();

@@ -1,9 +1,10 @@
 //! Produce (key 0). Stage one (validate and append) runs inline, in arrival order; with
-//! `acks=all` stage two waits for durability (fsync, group commit) in a task while the connection
-//! keeps reading. Batches stay the client's bytes: only the 61-byte header is parsed here, the log
-//! checks the CRC and stamps offsets in place.
+//! `acks=all` stage two waits in a task while the connection keeps reading: for the local fsync
+//! (group commit, `caudal.acks.all.fsync`) and for the ISR (the high watermark passing the
+//! records, bounded by the request's `timeout_ms`). Batches stay the client's bytes: only the
+//! 61-byte header is parsed here, the log checks the CRC and stamps offsets in place.
 
-use crate::partition::Partition;
+use crate::partition::{LeaderAppendError, Partition, ReplicationWait};
 use std::sync::Arc;
 
 use caudal_model::batch::{CompressionCodec, HEADER_BYTES};
@@ -30,9 +31,17 @@ const RECORD_BYTES_MIN: usize = 7;
 /// One partition's result after stage one.
 struct Appended {
     response: PartitionProduceResponse,
-    /// Set when the append succeeded and `acks=all` must wait for everything below this offset
-    /// of this partition to be durable.
-    durable: Option<(Arc<Partition>, Offset)>,
+    /// Set when the append succeeded with `acks=all`: what the response waits for.
+    wait: Option<AcksAllWait>,
+}
+
+/// What an `acks=all` partition response waits for.
+struct AcksAllWait {
+    partition: Arc<Partition>,
+    /// With `caudal.acks.all.fsync`: everything below this offset must be fsynced locally.
+    durable: Option<Offset>,
+    /// The ISR must have the records.
+    replicated: Option<ReplicationWait>,
 }
 
 fn failed(index: i32, error: ErrorCode, message: Option<String>) -> Appended {
@@ -44,7 +53,7 @@ fn failed(index: i32, error: ErrorCode, message: Option<String>) -> Appended {
             .with_log_append_time_ms(-1)
             .with_log_start_offset(-1)
             .with_error_message(message.map(text)),
-        durable: None,
+        wait: None,
     }
 }
 
@@ -56,6 +65,8 @@ pub fn handle(
 ) -> Pending {
     let acks = request.acks;
     let now = now_ms();
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
     let request_error = if !matches!(acks, -1..=1) {
         Some((ErrorCode::InvalidRequiredAcks, None))
     } else if request.transactional_id.is_some() {
@@ -84,7 +95,7 @@ pub fn handle(
                 (Some((error, message)), _) => failed(data.index, *error, message.clone()),
                 (None, None) => failed(data.index, ErrorCode::UnknownTopicId, None),
                 (None, Some(name)) => {
-                    append_one(broker, &image, name, data.index, data.records, acks, now)
+                    append_one(broker, name, data.index, data.records, acks, deadline, now)
                 }
             };
             if appended.response.error_code != 0 && first_error.is_none() {
@@ -102,31 +113,48 @@ pub fn handle(
             None => Pending::Ready(None),
         };
     }
-    let waits_for_durability = topics
+    let waits = topics
         .iter()
-        .any(|(_, partitions)| partitions.iter().any(|appended| appended.durable.is_some()));
-    if !waits_for_durability {
+        .any(|(_, partitions)| partitions.iter().any(|appended| appended.wait.is_some()));
+    if !waits {
         return super::ready(respond(topics, version, correlation_id));
     }
-    // The wait is for this broker's own fsync, which Kafka never times out; `timeout_ms` will
-    // bound the wait for followers once partitions are replicated.
     Pending::Later(tokio::spawn(async move {
         let mut topics = topics;
         let waits = topics
             .iter_mut()
             .flat_map(|(_, partitions)| partitions.iter_mut())
             .filter_map(|appended| {
-                let (partition, offset) = appended.durable.take()?;
+                let wait = appended.wait.take()?;
                 Some(async move {
-                    if let Err(error) = partition.wait_durable(offset).await {
-                        tracing::error!(partition = %partition.topic_partition, %error, "flush failed");
-                        appended.response.error_code = storage_error_code(&error).code();
+                    if let Some(error) = wait_acks_all(wait).await {
+                        appended.response.error_code = error.code();
                     }
                 })
             });
         futures::future::join_all(waits).await;
         respond(topics, version, correlation_id)
     }))
+}
+
+/// Waits for an `acks=all` append: the local fsync (which Kafka never times out), then the ISR
+/// (bounded by the request's `timeout_ms`). The error to answer with, if any.
+async fn wait_acks_all(wait: AcksAllWait) -> Option<ErrorCode> {
+    let AcksAllWait {
+        partition,
+        durable,
+        replicated,
+    } = wait;
+    if let Some(offset) = durable
+        && let Err(error) = partition.wait_durable(offset).await
+    {
+        tracing::error!(partition = %partition.topic_partition, %error, "flush failed");
+        return Some(storage_error_code(&error));
+    }
+    match replicated?.wait().await {
+        Ok(()) => None,
+        Err(error) => Some(crate::replication::protocol_error(error)),
+    }
 }
 
 /// A topic as the request named it: by name (up to v12) and id (v13+).
@@ -159,11 +187,11 @@ fn respond(topics: Vec<(TopicKey, Vec<Appended>)>, version: i16, correlation_id:
 
 fn append_one(
     broker: &Arc<Broker>,
-    image: &caudal_metadata::MetadataImage,
     topic: &str,
     index: i32,
     records: Option<bytes::Bytes>,
     acks: i16,
+    deadline: tokio::time::Instant,
     now: TimestampMs,
 ) -> Appended {
     if topic == crate::groups::OFFSETS_TOPIC {
@@ -263,33 +291,17 @@ fn append_one(
             );
         }
     }
-    if acks == -1 {
-        let isr = image
-            .topic(topic)
-            .and_then(|topic| topic.partitions.get(&topic_partition.partition))
-            .map_or(0, |registration| registration.isr.len() as i32);
-        if isr < settings.min_insync_replicas {
-            return failed(
-                index,
-                ErrorCode::NotEnoughReplicas,
-                Some(format!(
-                    "{isr} in-sync replica(s), min.insync.replicas is {}",
-                    settings.min_insync_replicas
-                )),
-            );
-        }
-    }
-    match partition
-        .log
-        .append_as_leader(&records, partition.leader_epoch(), now)
-    {
-        Ok(outcome) => {
-            if !outcome.duplicate {
-                partition.notify_appended();
-                partition.maybe_flush_for_messages();
-            }
-            let durable = (acks == -1 && broker.config.acks_all_fsync)
-                .then(|| (partition.clone(), outcome.last_offset.next()));
+    let acks_all = (acks == -1).then(|| (settings.min_insync_replicas.max(1) as usize, deadline));
+    match partition.append_as_leader(&records, acks_all, now) {
+        Ok((outcome, replicated)) => {
+            let wait = (acks == -1).then(|| AcksAllWait {
+                partition: partition.clone(),
+                durable: broker
+                    .config
+                    .acks_all_fsync
+                    .then(|| outcome.last_offset.next()),
+                replicated,
+            });
             Appended {
                 response: PartitionProduceResponse::default()
                     .with_index(index)
@@ -297,10 +309,20 @@ fn append_one(
                     .with_base_offset(outcome.first_offset.0)
                     .with_log_append_time_ms(outcome.log_append_time.map_or(-1, |time| time.0))
                     .with_log_start_offset(outcome.log_start_offset.0),
-                durable,
+                wait,
             }
         }
-        Err(error) => {
+        Err(LeaderAppendError::Replica(error)) => {
+            let code = crate::replication::protocol_error(error);
+            let message = (code == ErrorCode::NotEnoughReplicas).then(|| {
+                format!(
+                    "the in-sync replicas are fewer than min.insync.replicas {}",
+                    settings.min_insync_replicas
+                )
+            });
+            failed(index, code, message)
+        }
+        Err(LeaderAppendError::Storage(error)) => {
             let code = storage_error_code(&error);
             if code == ErrorCode::KafkaStorageError {
                 tracing::error!(partition = %topic_partition, %error, "append failed");
