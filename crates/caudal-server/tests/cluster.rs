@@ -31,7 +31,11 @@ async fn metadata(client: &mut Client, topic: &str) -> MetadataResponse {
     }
 }
 
-async fn produce_error(client: &mut Client, topic: &str, partition: i32) -> i16 {
+async fn produce_response(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+) -> produce_response::PartitionProduceResponse {
     let request = ProduceRequest::default()
         .with_acks(1)
         .with_timeout_ms(5000)
@@ -45,10 +49,10 @@ async fn produce_error(client: &mut Client, topic: &str, partition: i32) -> i16 
                 ]),
         ]);
     match client
-        .call(ApiKey::Produce, 9, RequestKind::Produce(request))
+        .call(ApiKey::Produce, 10, RequestKind::Produce(request))
         .await
     {
-        ResponseKind::Produce(response) => response.responses[0].partition_responses[0].error_code,
+        ResponseKind::Produce(response) => response.responses[0].partition_responses[0].clone(),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -116,15 +120,18 @@ async fn brokers_sharing_metadata_place_host_and_lead_partitions_together() {
         assert_eq!(answer.topics[0].partitions, topic.partitions);
     }
 
-    // Only the leader takes produces; the others say NOT_LEADER_OR_FOLLOWER.
+    // Only the leader takes produces; the others say NOT_LEADER_OR_FOLLOWER and name the
+    // leader (KIP-951, v10+).
     let partition = &topic.partitions[0];
     for (index, broker) in brokers.iter().enumerate() {
         let mut client = Client::connect(broker.local_addr).await;
-        let error = produce_error(&mut client, "spread", partition.partition_index).await;
+        let response = produce_response(&mut client, "spread", partition.partition_index).await;
         if index as i32 + 1 == partition.leader_id.0 {
-            assert_eq!(error, 0);
+            assert_eq!(response.error_code, 0);
         } else {
-            assert_eq!(error, ErrorCode::NotLeaderOrFollower.code());
+            assert_eq!(response.error_code, ErrorCode::NotLeaderOrFollower.code());
+            assert_eq!(response.current_leader.leader_id, partition.leader_id);
+            assert_eq!(response.current_leader.leader_epoch, partition.leader_epoch);
         }
     }
 

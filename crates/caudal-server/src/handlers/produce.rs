@@ -8,14 +8,14 @@ use crate::partition::{LeaderAppendError, Partition, ReplicationWait};
 use std::sync::Arc;
 
 use caudal_model::batch::{CompressionCodec, HEADER_BYTES};
-use caudal_model::{Offset, RecordBatchHeader, TimestampMs, TopicPartition};
+use caudal_model::{Offset, PartitionIndex, RecordBatchHeader, TimestampMs, TopicPartition};
 use caudal_protocol::api::ApiVersionRange;
 use caudal_protocol::{ApiKey, ErrorCode, ResponseKind};
 use caudal_storage::TimestampType;
-use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+    LeaderIdAndEpoch, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
+use kafka_protocol::messages::{BrokerId, ProduceRequest};
 
 use super::{encode, text};
 use crate::broker::{Broker, now_ms};
@@ -95,7 +95,21 @@ pub fn handle(
                 (Some((error, message)), _) => failed(data.index, *error, message.clone()),
                 (None, None) => failed(data.index, ErrorCode::UnknownTopicId, None),
                 (None, Some(name)) => {
-                    append_one(broker, name, data.index, data.records, acks, deadline, now)
+                    let mut appended =
+                        append_one(broker, name, data.index, data.records, acks, deadline, now);
+                    if appended.response.error_code == ErrorCode::NotLeaderOrFollower.code()
+                        && version >= 10
+                        && let Some(registration) = image
+                            .topic(name)
+                            .and_then(|topic| topic.partitions.get(&PartitionIndex(data.index)))
+                    {
+                        // KIP-951: the leader the image names, so the client need not wait for
+                        // a metadata refresh.
+                        appended.response.current_leader = LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(registration.leader.0))
+                            .with_leader_epoch(registration.leader_epoch.0);
+                    }
+                    appended
                 }
             };
             if appended.response.error_code != 0 && first_error.is_none() {
