@@ -475,7 +475,9 @@ async fn a_new_leader_makes_the_old_one_truncate_its_divergent_tail() {
         .unwrap()
         .topic_id;
     // The single-node controller shared by the brokers: write the election's record directly.
-    let MetadataService::Local(controller) = metadata.clone();
+    let MetadataService::Local(controller) = metadata.clone() else {
+        panic!("the in-process cluster shares a local controller")
+    };
     tokio::task::spawn_blocking(move || {
         controller.write(move |image| {
             let current = image
