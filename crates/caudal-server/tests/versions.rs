@@ -325,6 +325,36 @@ fn sample(
                 .with_include_cluster_authorized_operations(true)
                 .with_endpoint_type(1),
         ),
+        // Topic `t` has one replica, already its leader.
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default()
+                .with_election_type(0)
+                .with_timeout_ms(5000)
+                .with_topic_partitions(Some(vec![
+                    elect_leaders_request::TopicPartitions::default()
+                        .with_topic(name("t"))
+                        .with_partitions(vec![0]),
+                ])),
+        ),
+        // Cancelling where no reassignment is in progress.
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(None),
+                        ]),
+                ]),
+        ),
+        ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(None),
+        ),
         other => panic!("no sample request for {other:?}; add one for the new API"),
     }
 }
@@ -450,6 +480,30 @@ fn first_error(response: &ResponseKind) -> i16 {
                 .collect(),
         ),
         ResponseKind::DescribeCluster(response) => response.error_code,
+        ResponseKind::ElectLeaders(response) => first(
+            std::iter::once(response.error_code)
+                .chain(
+                    response
+                        .replica_election_results
+                        .iter()
+                        .flat_map(|t| t.partition_result.iter().map(|p| p.error_code)),
+                )
+                .collect(),
+        ),
+        ResponseKind::AlterPartitionReassignments(response) => first(
+            std::iter::once(response.error_code)
+                .chain(
+                    response
+                        .responses
+                        .iter()
+                        .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+                )
+                .collect(),
+        ),
+        ResponseKind::ListPartitionReassignments(response) => {
+            assert!(response.topics.is_empty(), "no reassignment is in progress");
+            response.error_code
+        }
         other => panic!("no error check for {other:?}"),
     }
 }
@@ -460,10 +514,14 @@ fn expected_error(api_key: ApiKey, version: i16) -> i16 {
     const MEMBER_ID_REQUIRED: i16 = 79;
     const UNKNOWN_MEMBER_ID: i16 = 25;
     const GROUP_ID_NOT_FOUND: i16 = 69;
+    const ELECTION_NOT_NEEDED: i16 = 84;
+    const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
     match api_key {
         ApiKey::JoinGroup if version >= 4 => MEMBER_ID_REQUIRED,
         ApiKey::SyncGroup | ApiKey::Heartbeat | ApiKey::LeaveGroup => UNKNOWN_MEMBER_ID,
         ApiKey::DeleteGroups | ApiKey::OffsetDelete => GROUP_ID_NOT_FOUND,
+        ApiKey::ElectLeaders => ELECTION_NOT_NEEDED,
+        ApiKey::AlterPartitionReassignments => NO_REASSIGNMENT_IN_PROGRESS,
         _ => 0,
     }
 }

@@ -2,6 +2,7 @@
 //! collects them and is the single source of the ApiVersions response and of version checks.
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -12,6 +13,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -21,6 +23,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -76,6 +79,9 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     describe_log_dirs::VERSIONS,
     delete_records::VERSIONS,
     describe_cluster::VERSIONS,
+    elect_leaders::VERSIONS,
+    alter_partition_reassignments::VERSIONS,
+    list_partition_reassignments::VERSIONS,
 ];
 
 fn supported(api_key: ApiKey) -> Option<&'static ApiVersionRange> {
@@ -290,6 +296,15 @@ fn dispatch(broker: &Arc<Broker>, request: DecodedRequest, peer: SocketAddr) -> 
         RequestKind::OffsetDelete(body) => {
             later(async move { offset_delete::handle(broker, body, version, correlation_id).await })
         }
+        RequestKind::ElectLeaders(body) => {
+            later(async move { elect_leaders::handle(broker, body, version, correlation_id).await })
+        }
+        RequestKind::AlterPartitionReassignments(body) => later(async move {
+            alter_partition_reassignments::handle(broker, body, version, correlation_id).await
+        }),
+        RequestKind::ListPartitionReassignments(body) => ready(
+            list_partition_reassignments::handle(&broker, &body, version, correlation_id),
+        ),
         other => match error_response(&other, version, ErrorCode::UnsupportedVersion) {
             Some(body) => ready(encode(correlation_id, api_key, version, body)),
             None => Pending::Close(format!("{api_key:?} is not supported")),
