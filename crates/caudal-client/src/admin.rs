@@ -1,5 +1,6 @@
 //! Admin requests: create and delete topics, add partitions, describe and alter configs, delete
-//! records, InitProducerId.
+//! records, InitProducerId, elect leaders, reassign partitions and list the reassignments in
+//! progress.
 //!
 //! Admin requests go to the controller when Metadata names one (older Kafka brokers only accept
 //! them there; newer ones forward), and are retried once against fresh metadata on
@@ -11,6 +12,9 @@ use std::time::Duration;
 
 use caudal_model::{NodeId, Offset, PartitionIndex, ProducerEpoch, ProducerId};
 use caudal_protocol::ErrorCode;
+use caudal_protocol::kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use caudal_protocol::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use caudal_protocol::kafka_protocol::messages::create_topics_request::{
     CreatableTopic, CreatableTopicConfig,
@@ -20,13 +24,16 @@ use caudal_protocol::kafka_protocol::messages::delete_records_request::{
 };
 use caudal_protocol::kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use caudal_protocol::kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use caudal_protocol::kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use caudal_protocol::kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
+use caudal_protocol::kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use caudal_protocol::kafka_protocol::messages::{
-    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, TopicName,
+    AlterPartitionReassignmentsRequest, ApiKey, BrokerId, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    ElectLeadersRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
+    ListPartitionReassignmentsRequest, TopicName,
 };
 use caudal_protocol::kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -258,6 +265,77 @@ impl DeleteRecordsBefore {
             DeleteRecordsBefore::Offset(offset) => offset.0,
             DeleteRecordsBefore::HighWatermark => -1,
         }
+    }
+}
+
+/// ElectLeaders' election type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// Move leadership to each partition's first replica (its preferred leader).
+    Preferred,
+    /// Elect a leader for leaderless partitions, from outside the ISR if need be (records the
+    /// new leader never had are lost).
+    Unclean,
+}
+
+impl ElectionType {
+    fn wire(self) -> i8 {
+        match self {
+            Self::Preferred => 0,
+            Self::Unclean => 1,
+        }
+    }
+}
+
+/// A partition named by topic and index.
+pub type TopicPartitionRef = (String, PartitionIndex);
+
+/// One partition's outcome of an admin request that answers per partition.
+pub type PartitionOutcome = (String, PartitionIndex, Result<(), KafkaError>);
+
+/// A reassignment in progress, as ListPartitionReassignments reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReassignment {
+    pub topic: String,
+    pub partition: PartitionIndex,
+    /// The union of the original and the target replicas.
+    pub replicas: Vec<NodeId>,
+    pub adding_replicas: Vec<NodeId>,
+    pub removing_replicas: Vec<NodeId>,
+}
+
+/// Groups partitions by topic, keeping the order in which each topic first appears.
+fn by_topic<T: Clone>(
+    entries: &[(String, PartitionIndex, T)],
+) -> Vec<(String, Vec<(PartitionIndex, T)>)> {
+    let mut topics: Vec<(String, Vec<(PartitionIndex, T)>)> = Vec::new();
+    for (topic, partition, value) in entries {
+        match topics.iter_mut().find(|(name, _)| name == topic) {
+            Some((_, partitions)) => partitions.push((*partition, value.clone())),
+            None => topics.push((topic.clone(), vec![(*partition, value.clone())])),
+        }
+    }
+    topics
+}
+
+/// The outcome for `partition` of `topic` in a per-partition answer, or an error saying the
+/// answer lacks it.
+fn partition_outcome(
+    api: &str,
+    topic: &str,
+    partition: PartitionIndex,
+    answer: Option<(i16, Option<String>)>,
+) -> Result<(), KafkaError> {
+    let context = format!("{topic}-{}", partition.0);
+    match answer {
+        None => Err(KafkaError::new(
+            ErrorCode::UnknownServerError,
+            format!("{context}: no result in the {api} response"),
+        )),
+        Some((code, message)) => match ErrorCode::try_from_code(code) {
+            None => Ok(()),
+            Some(code) => Err(KafkaError::new(code, context).with_message(message)),
+        },
     }
 }
 
@@ -804,6 +882,236 @@ impl Client {
             .collect())
     }
 
+    /// Elects leaders (ElectLeaders): over `partitions`, or over every partition with `None`
+    /// (the broker then reports only the partitions that needed an election). One outcome per
+    /// reported partition; `ELECTION_NOT_NEEDED` means the partition already has the leader
+    /// asked for.
+    pub async fn elect_leaders(
+        &self,
+        election_type: ElectionType,
+        partitions: Option<&[TopicPartitionRef]>,
+        timeout: Duration,
+    ) -> Result<Vec<PartitionOutcome>, ClientError> {
+        let topic_partitions = partitions.map(|partitions| {
+            let entries: Vec<(String, PartitionIndex, ())> = partitions
+                .iter()
+                .map(|(topic, partition)| (topic.clone(), *partition, ()))
+                .collect();
+            by_topic(&entries)
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    TopicPartitions::default()
+                        .with_topic(topic_name(&topic))
+                        .with_partitions(partitions.iter().map(|(p, ())| p.0).collect())
+                })
+                .collect::<Vec<_>>()
+        });
+        let response = self
+            .on_controller(|connection| {
+                let topic_partitions = topic_partitions.clone();
+                async move {
+                    let version = connection.version(ApiKey::ElectLeaders)?;
+                    if version < 1 && election_type != ElectionType::Preferred {
+                        return Err(ClientError::InvalidArgument(
+                            "this broker only supports preferred leader elections \
+                             (ElectLeaders v0)"
+                                .to_owned(),
+                        ));
+                    }
+                    let request = ElectLeadersRequest::default()
+                        .with_election_type(election_type.wire())
+                        .with_timeout_ms(timeout_ms(timeout))
+                        .with_topic_partitions(topic_partitions);
+                    let response = connection.request_at(&request, version).await?;
+                    check_code(response.error_code, || "ElectLeaders".to_owned(), None)?;
+                    Ok(response)
+                }
+            })
+            .await?;
+        let answered = |topic: &str, partition: PartitionIndex| {
+            response
+                .replica_election_results
+                .iter()
+                .filter(|result| result.topic.0.as_str() == topic)
+                .flat_map(|result| &result.partition_result)
+                .find(|result| result.partition_id == partition.0)
+                .map(|result| {
+                    (
+                        result.error_code,
+                        result.error_message.as_ref().map(|m| m.to_string()),
+                    )
+                })
+        };
+        Ok(match partitions {
+            Some(partitions) => partitions
+                .iter()
+                .map(|(topic, partition)| {
+                    let outcome = partition_outcome(
+                        "ElectLeaders",
+                        topic,
+                        *partition,
+                        answered(topic, *partition),
+                    );
+                    (topic.clone(), *partition, outcome)
+                })
+                .collect(),
+            None => response
+                .replica_election_results
+                .iter()
+                .flat_map(|result| {
+                    let topic = result.topic.0.to_string();
+                    result.partition_result.iter().map(move |answer| {
+                        let partition = PartitionIndex(answer.partition_id);
+                        let outcome = partition_outcome(
+                            "ElectLeaders",
+                            &topic,
+                            partition,
+                            Some((
+                                answer.error_code,
+                                answer.error_message.as_ref().map(|m| m.to_string()),
+                            )),
+                        );
+                        (topic.clone(), partition, outcome)
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    /// Starts, replaces or cancels partition reassignments (AlterPartitionReassignments): each
+    /// entry's target replicas, or `None` to cancel the reassignment in progress. One outcome
+    /// per entry, in order. The replication factor may change (as Kafka's Admin allows by
+    /// default).
+    pub async fn alter_partition_reassignments(
+        &self,
+        reassignments: &[(String, PartitionIndex, Option<Vec<NodeId>>)],
+        timeout: Duration,
+    ) -> Result<Vec<PartitionOutcome>, ClientError> {
+        let request = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(timeout_ms(timeout))
+            .with_allow_replication_factor_change(true)
+            .with_topics(
+                by_topic(reassignments)
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        ReassignableTopic::default()
+                            .with_name(topic_name(&topic))
+                            .with_partitions(
+                                partitions
+                                    .into_iter()
+                                    .map(|(partition, replicas)| {
+                                        ReassignablePartition::default()
+                                            .with_partition_index(partition.0)
+                                            .with_replicas(replicas.map(|replicas| {
+                                                replicas
+                                                    .iter()
+                                                    .map(|node| BrokerId(node.0))
+                                                    .collect()
+                                            }))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        let response = self
+            .on_controller(|connection| {
+                let request = request.clone();
+                async move {
+                    let response = connection.request(&request).await?;
+                    check_code(
+                        response.error_code,
+                        || "AlterPartitionReassignments".to_owned(),
+                        response.error_message.as_ref(),
+                    )?;
+                    Ok(response)
+                }
+            })
+            .await?;
+        let topics: BTreeMap<&str, _> = response
+            .responses
+            .iter()
+            .map(|topic| (topic.name.0.as_str(), &topic.partitions))
+            .collect();
+        self.forget_topics(reassignments.iter().map(|(topic, _, _)| topic.as_str()));
+        Ok(reassignments
+            .iter()
+            .map(|(topic, partition, _)| {
+                let answer = topics.get(topic.as_str()).and_then(|partitions| {
+                    partitions
+                        .iter()
+                        .find(|answer| answer.partition_index == partition.0)
+                        .map(|answer| {
+                            (
+                                answer.error_code,
+                                answer.error_message.as_ref().map(|m| m.to_string()),
+                            )
+                        })
+                });
+                let outcome =
+                    partition_outcome("AlterPartitionReassignments", topic, *partition, answer);
+                (topic.clone(), *partition, outcome)
+            })
+            .collect())
+    }
+
+    /// The reassignments in progress (ListPartitionReassignments): among `partitions`, or all
+    /// of them with `None`. Partitions that are not being reassigned are not listed.
+    pub async fn list_partition_reassignments(
+        &self,
+        partitions: Option<&[TopicPartitionRef]>,
+        timeout: Duration,
+    ) -> Result<Vec<PartitionReassignment>, ClientError> {
+        let topics = partitions.map(|partitions| {
+            let entries: Vec<(String, PartitionIndex, ())> = partitions
+                .iter()
+                .map(|(topic, partition)| (topic.clone(), *partition, ()))
+                .collect();
+            by_topic(&entries)
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    ListPartitionReassignmentsTopics::default()
+                        .with_name(topic_name(&topic))
+                        .with_partition_indexes(partitions.iter().map(|(p, ())| p.0).collect())
+                })
+                .collect::<Vec<_>>()
+        });
+        let request = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(timeout_ms(timeout))
+            .with_topics(topics);
+        let response = self
+            .on_controller(|connection| {
+                let request = request.clone();
+                async move {
+                    let response = connection.request(&request).await?;
+                    check_code(
+                        response.error_code,
+                        || "ListPartitionReassignments".to_owned(),
+                        response.error_message.as_ref(),
+                    )?;
+                    Ok(response)
+                }
+            })
+            .await?;
+        let nodes = |ids: &[BrokerId]| ids.iter().map(|id| NodeId(id.0)).collect();
+        Ok(response
+            .topics
+            .iter()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(move |partition| PartitionReassignment {
+                        topic: topic.name.0.to_string(),
+                        partition: PartitionIndex(partition.partition_index),
+                        replicas: nodes(&partition.replicas),
+                        adding_replicas: nodes(&partition.adding_replicas),
+                        removing_replicas: nodes(&partition.removing_replicas),
+                    })
+            })
+            .collect())
+    }
+
     /// Allocates a producer id for an idempotent (non-transactional) producer.
     pub async fn init_producer_id(&self) -> Result<(ProducerId, ProducerEpoch), ClientError> {
         let request = InitProducerIdRequest::default()
@@ -1322,5 +1630,155 @@ mod tests {
             .map(|p| (p.partition_index, p.offset))
             .collect();
         assert_eq!(offsets_sent, [(0, 7), (2, 100), (1, -1)]);
+    }
+
+    #[tokio::test]
+    async fn elects_leaders_and_reassigns_with_per_partition_outcomes() {
+        use caudal_protocol::kafka_protocol::messages::alter_partition_reassignments_response::{
+            ReassignablePartitionResponse, ReassignableTopicResponse,
+        };
+        use caudal_protocol::kafka_protocol::messages::elect_leaders_response::{
+            PartitionResult, ReplicaElectionResult,
+        };
+        use caudal_protocol::kafka_protocol::messages::list_partition_reassignments_response::{
+            OngoingPartitionReassignment, OngoingTopicReassignment,
+        };
+        use caudal_protocol::kafka_protocol::messages::{
+            AlterPartitionReassignmentsResponse, ElectLeadersResponse,
+            ListPartitionReassignmentsResponse,
+        };
+        let broker = FakeBroker::bind().await;
+        let mut apis = crate::testing::DEFAULT_APIS.to_vec();
+        apis.extend([
+            (ApiKey::ElectLeaders, 0, 2),
+            (ApiKey::AlterPartitionReassignments, 0, 1),
+            (ApiKey::ListPartitionReassignments, 0, 0),
+        ]);
+        broker.set_apis(&apis);
+        let me = broker.node(1);
+        broker.serve(move |request| match &request.body {
+            RequestKind::Metadata(_) => Some(ResponseKind::Metadata(metadata_response(
+                std::slice::from_ref(&me),
+                &[],
+            ))),
+            RequestKind::ElectLeaders(elect) => {
+                assert_eq!(elect.election_type, 0);
+                let topics = elect.topic_partitions.as_ref().unwrap();
+                Some(ResponseKind::ElectLeaders(
+                    ElectLeadersResponse::default().with_replica_election_results(vec![
+                        ReplicaElectionResult::default()
+                            .with_topic(topics[0].topic.clone())
+                            .with_partition_result(vec![
+                                PartitionResult::default().with_partition_id(0),
+                                PartitionResult::default()
+                                    .with_partition_id(1)
+                                    .with_error_code(84),
+                            ]),
+                    ]),
+                ))
+            }
+            RequestKind::AlterPartitionReassignments(alter) => {
+                let partition = &alter.topics[0].partitions[0];
+                let code = if partition.replicas.is_none() { 85 } else { 0 };
+                Some(ResponseKind::AlterPartitionReassignments(
+                    AlterPartitionReassignmentsResponse::default().with_responses(vec![
+                        ReassignableTopicResponse::default()
+                            .with_name(alter.topics[0].name.clone())
+                            .with_partitions(vec![
+                                ReassignablePartitionResponse::default()
+                                    .with_partition_index(partition.partition_index)
+                                    .with_error_code(code),
+                            ]),
+                    ]),
+                ))
+            }
+            RequestKind::ListPartitionReassignments(_) => {
+                Some(ResponseKind::ListPartitionReassignments(
+                    ListPartitionReassignmentsResponse::default().with_topics(vec![
+                        OngoingTopicReassignment::default()
+                            .with_name(topic_name("orders"))
+                            .with_partitions(vec![
+                                OngoingPartitionReassignment::default()
+                                    .with_partition_index(0)
+                                    .with_replicas(vec![BrokerId(2), BrokerId(3), BrokerId(1)])
+                                    .with_adding_replicas(vec![BrokerId(3)])
+                                    .with_removing_replicas(vec![BrokerId(1)]),
+                            ]),
+                    ]),
+                ))
+            }
+            _ => None,
+        });
+        let client = Client::connect(&[broker.address()], ClientConfig::default())
+            .await
+            .unwrap();
+        let timeout = Duration::from_secs(5);
+        let wanted = [
+            ("orders".to_owned(), PartitionIndex(0)),
+            ("orders".to_owned(), PartitionIndex(1)),
+        ];
+        let elected = client
+            .elect_leaders(ElectionType::Preferred, Some(&wanted), timeout)
+            .await
+            .unwrap();
+        assert!(elected[0].2.is_ok());
+        assert_eq!(
+            elected[1].2.as_ref().unwrap_err().code,
+            ErrorCode::ElectionNotNeeded
+        );
+
+        let moved = client
+            .alter_partition_reassignments(
+                &[(
+                    "orders".to_owned(),
+                    PartitionIndex(0),
+                    Some(vec![NodeId(2), NodeId(3)]),
+                )],
+                timeout,
+            )
+            .await
+            .unwrap();
+        assert!(moved[0].2.is_ok());
+        let cancelled = client
+            .alter_partition_reassignments(
+                &[("orders".to_owned(), PartitionIndex(0), None)],
+                timeout,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            cancelled[0].2.as_ref().unwrap_err().code,
+            ErrorCode::NoReassignmentInProgress
+        );
+        let listed = client
+            .list_partition_reassignments(None, timeout)
+            .await
+            .unwrap();
+        assert_eq!(
+            listed,
+            vec![PartitionReassignment {
+                topic: "orders".into(),
+                partition: PartitionIndex(0),
+                replicas: vec![NodeId(2), NodeId(3), NodeId(1)],
+                adding_replicas: vec![NodeId(3)],
+                removing_replicas: vec![NodeId(1)],
+            }]
+        );
+
+        // A broker with ElectLeaders v0 only cannot run an unclean election.
+        apis.retain(|(key, _, _)| *key != ApiKey::ElectLeaders);
+        apis.push((ApiKey::ElectLeaders, 0, 0));
+        broker.set_apis(&apis);
+        let old = Client::connect(&[broker.address()], ClientConfig::default())
+            .await
+            .unwrap();
+        let refused = old
+            .elect_leaders(ElectionType::Unclean, None, timeout)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, ClientError::InvalidArgument(_)),
+            "{refused}"
+        );
     }
 }

@@ -23,6 +23,10 @@ pub const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::InitProducerId, 0, 6),
+    // Leader elections and reassignments (KIP-455); unclean elections need ElectLeaders v1.
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     // Consumer-group admin ([`crate::groups`]). OffsetFetch from v2, where a null topic list
     // means "every partition with a commit".
     (ApiKey::FindCoordinator, 0, 6),
