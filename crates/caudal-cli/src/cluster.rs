@@ -1,10 +1,17 @@
 //! `caudal cluster info`: the brokers, the active controller, and the partitions that are
 //! under-replicated (fewer in-sync replicas than replicas) or offline (no leader), from one
 //! Metadata request for every topic.
+//!
+//! `caudal cluster rebalance-leaders`: a preferred (or unclean) leader election
+//! (`kafka-leader-election.sh`), with what happened to each partition.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::bail;
+use caudal_client::admin::{ElectionType, PartitionOutcome};
 use caudal_client::cluster::ClusterMetadata;
+use caudal_protocol::ErrorCode;
 use clap::{Args, Subcommand};
 
 use crate::common::{ConnectArgs, run};
@@ -21,6 +28,33 @@ pub struct ClusterArgs {
 enum ClusterCommand {
     /// Show the cluster id, the brokers, the active controller and unhealthy partitions.
     Info(InfoArgs),
+    /// Move each partition's leadership back to its preferred (first) replica.
+    #[command(after_help = "\
+Examples:
+  caudal cluster rebalance-leaders
+  caudal cluster rebalance-leaders --topic orders
+  caudal cluster rebalance-leaders --topic orders --unclean
+
+After a broker restarts, the partitions it led are led by other replicas; a preferred leader
+election hands each back to its first replica when that replica is in the ISR. Each partition
+is reported as `elected`, `not needed` (it already has its preferred leader) or with the
+error that stopped it (PREFERRED_LEADER_NOT_AVAILABLE: the first replica is not in the ISR or
+its broker is down). --unclean instead elects a leader for partitions that have none, from
+outside the ISR if no in-sync replica is alive: records the new leader lacks are lost.")]
+    RebalanceLeaders(RebalanceLeadersArgs),
+}
+
+#[derive(Args, Debug)]
+struct RebalanceLeadersArgs {
+    /// Only the partitions of this topic (default: every topic).
+    #[arg(long, value_name = "TOPIC")]
+    topic: Option<String>,
+    /// Unclean election: elect leaders for leaderless partitions, from outside the ISR if
+    /// need be (data loss).
+    #[arg(long)]
+    unclean: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 #[derive(Args, Debug)]
@@ -32,7 +66,95 @@ struct InfoArgs {
 pub fn run_cluster(args: ClusterArgs) -> ExitCode {
     match args.command {
         ClusterCommand::Info(args) => run(info(args)),
+        ClusterCommand::RebalanceLeaders(args) => run(rebalance_leaders(args)),
     }
+}
+
+async fn rebalance_leaders(args: RebalanceLeadersArgs) -> anyhow::Result<()> {
+    let client = args.connect.connect().await?;
+    // Every partition is named, so that each gets a result (with a null list the broker
+    // leaves out the ones that needed no election, as Kafka does).
+    let partitions: Vec<(String, caudal_model::PartitionIndex)> = match &args.topic {
+        Some(name) => {
+            let topic = client.topic(name).await?;
+            topic
+                .partitions
+                .iter()
+                .map(|p| (name.clone(), p.partition))
+                .collect()
+        }
+        None => client
+            .metadata(None)
+            .await?
+            .topics
+            .values()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|p| (topic.name.clone(), p.partition))
+            })
+            .collect(),
+    };
+    if partitions.is_empty() {
+        println!("No partitions.");
+        return Ok(());
+    }
+    let election_type = if args.unclean {
+        ElectionType::Unclean
+    } else {
+        ElectionType::Preferred
+    };
+    let outcomes = client
+        .elect_leaders(
+            election_type,
+            Some(&partitions),
+            Duration::from_millis(args.connect.request_timeout_ms),
+        )
+        .await?;
+    let (text, failed) = render_elections(&outcomes);
+    print!("{text}");
+    if failed > 0 {
+        bail!("{failed} of {} partition(s) failed", outcomes.len());
+    }
+    Ok(())
+}
+
+/// The per-partition report of a leader election, and how many partitions failed.
+fn render_elections(outcomes: &[PartitionOutcome]) -> (String, usize) {
+    let mut rows = vec![vec![
+        "TOPIC".to_string(),
+        "PARTITION".to_string(),
+        "RESULT".to_string(),
+    ]];
+    let (mut elected, mut not_needed, mut failed) = (0, 0, 0);
+    for (topic, partition, outcome) in outcomes {
+        let result = match outcome {
+            Ok(()) => {
+                elected += 1;
+                "elected".to_string()
+            }
+            Err(error) if error.code == ErrorCode::ElectionNotNeeded => {
+                not_needed += 1;
+                "not needed".to_string()
+            }
+            Err(error) => {
+                failed += 1;
+                let mut text = caudal_client::error_name(error.code);
+                if let Some(message) = &error.message {
+                    text.push_str(": ");
+                    text.push_str(message);
+                }
+                text
+            }
+        };
+        rows.push(vec![topic.clone(), partition.to_string(), result]);
+    }
+    let mut out = render_table(&rows);
+    out.push_str(&format!(
+        "\n{elected} elected, {not_needed} not needed, {failed} failed.\n"
+    ));
+    (out, failed)
 }
 
 async fn info(args: InfoArgs) -> anyhow::Result<()> {
@@ -209,5 +331,50 @@ mod tests {
             "{text}"
         );
         assert!(!lines.iter().any(|l| l.starts_with("orders  0")), "{text}");
+    }
+
+    #[test]
+    fn reports_each_partitions_election() {
+        use caudal_client::KafkaError;
+        let outcomes = vec![
+            ("orders".to_string(), PartitionIndex(0), Ok(())),
+            (
+                "orders".to_string(),
+                PartitionIndex(1),
+                Err(KafkaError::new(ErrorCode::ElectionNotNeeded, "orders-1")),
+            ),
+            (
+                "orders".to_string(),
+                PartitionIndex(2),
+                Err(KafkaError::new(
+                    ErrorCode::PreferredLeaderNotAvailable,
+                    "orders-2",
+                )),
+            ),
+        ];
+        let (text, failed) = render_elections(&outcomes);
+        assert_eq!(failed, 1);
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .take(3)
+            .map(|l| {
+                l.split("  ")
+                    .filter(|c| !c.is_empty())
+                    .map(str::trim)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(rows[0], ["orders", "0", "elected"], "{text}");
+        assert_eq!(rows[1], ["orders", "1", "not needed"], "{text}");
+        assert_eq!(
+            rows[2],
+            ["orders", "2", "PREFERRED_LEADER_NOT_AVAILABLE"],
+            "{text}"
+        );
+        assert!(
+            text.contains("1 elected, 1 not needed, 1 failed."),
+            "{text}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! `caudal topic`: create, list, describe, delete topics, add partitions, change topic configs
-//! while the topic is live (`kafka-configs.sh`), and delete records below an offset
-//! (`kafka-delete-records.sh`).
+//! while the topic is live (`kafka-configs.sh`), delete records below an offset
+//! (`kafka-delete-records.sh`), and move partitions' replicas to other brokers
+//! (`kafka-reassign-partitions.sh`).
 //!
 //! The config pieces that `caudal broker` shares live here too: the change flags
 //! ([`ConfigChangeArgs`]), applying them ([`alter_configs`]) and the config table
@@ -31,10 +32,12 @@ Examples:
   caudal topic alter-config orders --set retention.ms=3600000 --delete segment.ms
   caudal topic trim orders --before 1000 --partition 0
   caudal topic add-partitions orders --partitions 12
+  caudal topic reassign orders --partition 0 --replicas 2,3
+  caudal topic reassign --list
   caudal topic delete orders
   caudal topic list -b broker1:9092,broker2:9092";
 
-/// Topic admin: create, list, describe, delete, add partitions, alter configs, trim.
+/// Topic admin: create, list, describe, delete, add partitions, alter configs, trim, reassign.
 #[derive(Args, Debug)]
 #[command(after_help = EXAMPLES)]
 pub struct TopicArgs {
@@ -112,6 +115,25 @@ Examples:
 Examples:
   caudal topic add-partitions orders --partitions 12")]
     AddPartitions(AddPartitionsArgs),
+    /// Move partitions' replicas to other brokers, cancel a move, or list the moves in
+    /// progress (AlterPartitionReassignments / ListPartitionReassignments).
+    #[command(after_help = "\
+Examples:
+  caudal topic reassign orders --partition 0 --replicas 2,3
+  caudal topic reassign orders --partition 0 --partition 1 --replicas 3,1,2
+  caudal topic reassign orders --partition 0 --cancel
+  caudal topic reassign --list
+  caudal topic reassign --list orders
+
+--replicas is the partition's new replica list, in order: its first broker is the preferred
+leader. The new replicas copy the partition from its leader; once all of them are in the ISR
+the reassignment completes, the replicas left out stop hosting the partition and, if the
+leader was one of them, leadership moves to a new replica. The replication factor may change.
+While a move is in progress `--list` shows the partition's replicas (old and new together)
+and the ones being added and removed; `--cancel` goes back to the original replicas.
+Run `caudal cluster rebalance-leaders` afterwards to hand leadership to the preferred
+replicas.")]
+    Reassign(ReassignArgs),
 }
 
 #[derive(Args, Debug)]
@@ -317,6 +339,31 @@ struct AddPartitionsArgs {
     connect: ConnectArgs,
 }
 
+#[derive(Args, Debug)]
+#[command(group(
+    ArgGroup::new("action")
+        .required(true)
+        .args(["replicas", "cancel", "list"])
+))]
+struct ReassignArgs {
+    /// Topic name (optional with --list: every topic).
+    topic: Option<String>,
+    /// The partition to move; repeatable. Required with --replicas and --cancel.
+    #[arg(long = "partition", value_name = "N")]
+    partitions: Vec<i32>,
+    /// The new replicas, comma-separated broker ids; the first is the preferred leader.
+    #[arg(long, value_name = "ID,ID...", value_delimiter = ',')]
+    replicas: Vec<i32>,
+    /// Cancel the reassignment in progress, back to the original replicas.
+    #[arg(long)]
+    cancel: bool,
+    /// List the reassignments in progress (of TOPIC, or of every topic).
+    #[arg(long, conflicts_with = "partitions")]
+    list: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
 pub fn main(args: TopicArgs) -> ExitCode {
     run(async move {
         match args.command {
@@ -330,6 +377,7 @@ pub fn main(args: TopicArgs) -> ExitCode {
                 alter_configs(&client, &ConfigResource::Topic(args.name), &args.changes).await
             }
             TopicCommand::Trim(args) => trim(args).await,
+            TopicCommand::Reassign(args) => reassign(args).await,
         }
     })
 }
@@ -770,6 +818,95 @@ async fn trim(args: TrimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn reassign(args: ReassignArgs) -> anyhow::Result<()> {
+    let client = args.connect.connect().await?;
+    let timeout = admin_timeout(&args.connect);
+    if args.list {
+        let wanted: Option<Vec<(String, PartitionIndex)>> = match &args.topic {
+            None => None,
+            Some(name) => {
+                let topic = client.topic(name).await?;
+                Some(
+                    topic
+                        .partitions
+                        .iter()
+                        .map(|p| (name.clone(), p.partition))
+                        .collect(),
+                )
+            }
+        };
+        let listed = client
+            .list_partition_reassignments(wanted.as_deref(), timeout)
+            .await?;
+        print!("{}", render_reassignments(&listed));
+        return Ok(());
+    }
+    let Some(name) = args.topic else {
+        bail!("name the topic whose partitions to reassign (or use --list)");
+    };
+    if args.partitions.is_empty() {
+        bail!("name the partitions to reassign with --partition N");
+    }
+    let partitions: BTreeSet<i32> = args.partitions.iter().copied().collect();
+    let target: Option<Vec<caudal_model::NodeId>> = if args.cancel {
+        None
+    } else {
+        Some(
+            args.replicas
+                .iter()
+                .copied()
+                .map(caudal_model::NodeId)
+                .collect(),
+        )
+    };
+    let requests: Vec<_> = partitions
+        .iter()
+        .map(|&partition| (name.clone(), PartitionIndex(partition), target.clone()))
+        .collect();
+    let results = client
+        .alter_partition_reassignments(&requests, timeout)
+        .await?;
+    let mut failed = 0;
+    for (topic, partition, result) in &results {
+        match (result, &target) {
+            (Ok(()), Some(target)) => {
+                println!("{topic}-{partition}: reassigning to {}", node_list(target));
+            }
+            (Ok(()), None) => println!("{topic}-{partition}: reassignment cancelled"),
+            (Err(error), _) => {
+                failed += 1;
+                println!("{topic}-{partition}: {error}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} partition(s) not reassigned", results.len());
+    }
+    Ok(())
+}
+
+/// The reassignments in progress, as `caudal topic reassign --list` prints them.
+fn render_reassignments(listed: &[caudal_client::admin::PartitionReassignment]) -> String {
+    if listed.is_empty() {
+        return "No partition reassignment is in progress.\n".to_owned();
+    }
+    let mut table = vec![
+        ["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for reassignment in listed {
+        table.push(vec![
+            reassignment.topic.clone(),
+            reassignment.partition.to_string(),
+            node_list(&reassignment.replicas),
+            node_list(&reassignment.adding_replicas),
+            node_list(&reassignment.removing_replicas),
+        ]);
+    }
+    render_table(&table)
+}
+
 /// Left-aligned columns separated by two spaces.
 pub fn render_table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
@@ -1009,5 +1146,26 @@ mod tests {
             ),
             ["log.segment.bytes"]
         );
+    }
+
+    #[test]
+    fn lists_reassignments_with_adding_and_removing_replicas() {
+        use caudal_client::admin::PartitionReassignment;
+        use caudal_model::NodeId;
+        assert_eq!(
+            render_reassignments(&[]),
+            "No partition reassignment is in progress.\n"
+        );
+        let text = render_reassignments(&[PartitionReassignment {
+            topic: "orders".into(),
+            partition: PartitionIndex(3),
+            replicas: vec![NodeId(2), NodeId(3), NodeId(1)],
+            adding_replicas: vec![NodeId(3)],
+            removing_replicas: vec![NodeId(1)],
+        }]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("TOPIC"), "{text}");
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(row, ["orders", "3", "[2,3,1]", "[3]", "[1]"], "{text}");
     }
 }
