@@ -874,8 +874,9 @@ async fn reassign(args: ReassignArgs) -> anyhow::Result<()> {
             }
             (Ok(()), None) => println!("{topic}-{partition}: reassignment cancelled"),
             (Err(error), _) => {
+                // The error names the partition.
                 failed += 1;
-                println!("{topic}-{partition}: {error}");
+                println!("{error}");
             }
         }
     }
