@@ -218,3 +218,82 @@ fn refuse(
         None => Err("AlterPartitionReassignments has no error response".to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caudal_metadata::MetadataRecord;
+    use caudal_model::LeaderEpoch;
+    use uuid::Uuid;
+
+    /// Brokers 1..=3; topic "t" partition 0 on `replicas`, reassigning (`adding`, `removing`).
+    fn image(replicas: &[i32], adding: &[i32], removing: &[i32]) -> MetadataImage {
+        let nodes = |ids: &[i32]| ids.iter().copied().map(NodeId).collect::<Vec<_>>();
+        let topic_id = Uuid::from_u128(7);
+        let mut records = vec![MetadataRecord::Topic {
+            name: "t".into(),
+            topic_id,
+        }];
+        for id in 1..=3 {
+            records.push(MetadataRecord::RegisterBroker {
+                node_id: NodeId(id),
+                host: "h".into(),
+                port: 9000,
+                rack: None,
+            });
+        }
+        records.push(MetadataRecord::Partition {
+            topic_id,
+            partition: PartitionIndex(0),
+            replicas: nodes(replicas),
+            isr: nodes(replicas),
+            leader: NodeId(replicas[0]),
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: 0,
+        });
+        if !adding.is_empty() || !removing.is_empty() {
+            records.push(MetadataRecord::PartitionReassignment {
+                topic_id,
+                partition: PartitionIndex(0),
+                adding_replicas: nodes(adding),
+                removing_replicas: nodes(removing),
+            });
+        }
+        records
+            .iter()
+            .fold(MetadataImage::default(), |image, record| {
+                image.apply(record)
+            })
+    }
+
+    fn check(image: &MetadataImage, topic: &str, target: &[i32]) -> Option<String> {
+        let partition = PartitionRef {
+            topic: topic.into(),
+            partition: PartitionIndex(0),
+        };
+        let target: Vec<NodeId> = target.iter().copied().map(NodeId).collect();
+        replication_factor_change(image, &partition, &target)
+    }
+
+    #[test]
+    fn a_replication_factor_change_is_named_with_kafkas_message() {
+        let plain = image(&[1, 2], &[], &[]);
+        assert_eq!(check(&plain, "t", &[2, 3]), None);
+        assert_eq!(
+            check(&plain, "t", &[1, 2, 3]).as_deref(),
+            Some("The replication factor is changed from 2 to 3")
+        );
+        // While reassigning from [1,2] to [2,3] the partition is heading to two replicas.
+        let moving = image(&[2, 3, 1], &[3], &[1]);
+        assert_eq!(check(&moving, "t", &[3, 1]), None);
+        assert_eq!(
+            check(&moving, "t", &[3]).as_deref(),
+            Some("The replication factor is changed from 2 to 1")
+        );
+        // Invalid targets and unknown partitions get the controller's own error instead.
+        assert_eq!(check(&plain, "t", &[]), None);
+        assert_eq!(check(&plain, "t", &[1, 1, 2]), None);
+        assert_eq!(check(&plain, "t", &[1, 2, 9]), None);
+        assert_eq!(check(&plain, "other", &[1, 2, 3]), None);
+    }
+}
