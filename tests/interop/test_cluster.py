@@ -358,7 +358,8 @@ def test_rolling_restart_under_load_with_a_consumer_group(cluster_factory, tmp_p
 
     # the group catches up with the end of every partition, its offsets only ever went forward
     wait_until(lambda: watcher.snapshot() == check.high_watermarks, 60,
-               f"committed offsets {check.high_watermarks}", [member], interval=0.3)
+               f"committed offsets {check.high_watermarks} (watcher saw {watcher.snapshot()}, "
+               f"{watcher.samples} polls, failed {dict(watcher.errors)})", [member], interval=0.3)
     watcher.close()
     assert not watcher.violations, "\n".join(watcher.violations)
     assert member.terminate() == 0, member.report()
