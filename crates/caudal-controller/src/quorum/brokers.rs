@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use caudal_metadata::{BrokerRegistration, MetadataImage, MetadataRecord};
+use caudal_metadata::{BrokerRegistration, ConfigResource, MetadataImage, MetadataRecord};
 use caudal_model::{LeaderEpoch, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -208,7 +208,7 @@ pub fn update_leadership(image: &MetadataImage, fenced: &BTreeSet<NodeId>) -> Ve
             if isr.is_empty() {
                 isr = current.isr.clone();
             }
-            let leader = if current.leader != NO_LEADER
+            let mut leader = if current.leader != NO_LEADER
                 && !fenced.contains(&current.leader)
                 && isr.contains(&current.leader)
             {
@@ -221,6 +221,18 @@ pub fn update_leadership(image: &MetadataImage, fenced: &BTreeSet<NodeId>) -> Ve
                     .copied()
                     .unwrap_or(NO_LEADER)
             };
+            if leader == NO_LEADER && unclean_election_enabled(image, &topic.name) {
+                // Kafka's unclean election: no in-sync replica is alive, the topic accepts losing
+                // records, so the first live replica leads alone.
+                if let Some(live) = current
+                    .replicas
+                    .iter()
+                    .find(|node| !fenced.contains(node) && image.brokers.contains_key(node))
+                {
+                    leader = *live;
+                    isr = vec![*live];
+                }
+            }
             if isr == current.isr && leader == current.leader {
                 continue;
             }
@@ -241,6 +253,22 @@ pub fn update_leadership(image: &MetadataImage, fenced: &BTreeSet<NodeId>) -> Ve
         }
     }
     records
+}
+
+/// `unclean.leader.election.enable` for `topic`: its own setting, else the dynamic cluster
+/// default, else Kafka's default (false). (A broker's static setting is not visible to the
+/// controller.)
+fn unclean_election_enabled(image: &MetadataImage, topic: &str) -> bool {
+    const NAME: &str = "unclean.leader.election.enable";
+    image
+        .configs(&ConfigResource::Topic(topic.to_string()))
+        .and_then(|configs| configs.get(NAME))
+        .or_else(|| {
+            image
+                .configs(&ConfigResource::BrokerDefault)
+                .and_then(|configs| configs.get(NAME))
+        })
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
 
 #[cfg(test)]
@@ -332,6 +360,48 @@ mod tests {
         assert_eq!(back.len(), 1);
         assert_eq!(state(&healed, 3), (vec![1], 1, 7, 9));
         assert_eq!(state(&healed, 0), (vec![2, 3], 2, 6, 8));
+    }
+
+    #[test]
+    fn unclean_election_only_where_the_topic_or_cluster_default_enables_it() {
+        // Partition 0's only in-sync replica (1) is fenced; 3 is live but out of sync.
+        let before = image(&[(&[1, 3], &[1], 1)]);
+        let fenced: BTreeSet<_> = [node(1)].into();
+        let after = apply(&before, &update_leadership(&before, &fenced));
+        assert_eq!(
+            state(&after, 0),
+            (vec![1], -1, 6, 8),
+            "no unclean election by default"
+        );
+
+        let enable = |resource: ConfigResource| MetadataRecord::Config {
+            resource,
+            name: "unclean.leader.election.enable".into(),
+            value: Some("true".into()),
+        };
+        for resource in [
+            ConfigResource::Topic("t".into()),
+            ConfigResource::BrokerDefault,
+        ] {
+            let enabled = apply(&before, &[enable(resource)]);
+            let after = apply(&enabled, &update_leadership(&enabled, &fenced));
+            assert_eq!(state(&after, 0), (vec![3], 3, 6, 8));
+        }
+        // The topic's own `false` wins over a cluster default of `true`.
+        let mixed = apply(
+            &before,
+            &[
+                enable(ConfigResource::BrokerDefault),
+                MetadataRecord::Config {
+                    resource: ConfigResource::Topic("t".into()),
+                    name: "unclean.leader.election.enable".into(),
+                    value: Some("false".into()),
+                },
+            ],
+        );
+        assert!(update_leadership(&mixed, &fenced)
+            .iter()
+            .all(|record| !matches!(record, MetadataRecord::Partition { leader, .. } if *leader == node(3))));
     }
 
     #[test]
