@@ -318,6 +318,18 @@ fn by_topic<T: Clone>(
     topics
 }
 
+/// Partitions grouped by topic, in first-seen order: each topic with its partition indexes.
+fn partition_indexes_by_topic(partitions: &[TopicPartitionRef]) -> Vec<(String, Vec<i32>)> {
+    let entries: Vec<(String, PartitionIndex, ())> = partitions
+        .iter()
+        .map(|(topic, partition)| (topic.clone(), *partition, ()))
+        .collect();
+    by_topic(&entries)
+        .into_iter()
+        .map(|(topic, partitions)| (topic, partitions.iter().map(|(p, ())| p.0).collect()))
+        .collect()
+}
+
 /// The outcome for `partition` of `topic` in a per-partition answer, or an error saying the
 /// answer lacks it.
 fn partition_outcome(
@@ -893,16 +905,12 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<PartitionOutcome>, ClientError> {
         let topic_partitions = partitions.map(|partitions| {
-            let entries: Vec<(String, PartitionIndex, ())> = partitions
-                .iter()
-                .map(|(topic, partition)| (topic.clone(), *partition, ()))
-                .collect();
-            by_topic(&entries)
+            partition_indexes_by_topic(partitions)
                 .into_iter()
-                .map(|(topic, partitions)| {
+                .map(|(topic, indexes)| {
                     TopicPartitions::default()
                         .with_topic(topic_name(&topic))
-                        .with_partitions(partitions.iter().map(|(p, ())| p.0).collect())
+                        .with_partitions(indexes)
                 })
                 .collect::<Vec<_>>()
         });
@@ -1063,16 +1071,12 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<PartitionReassignment>, ClientError> {
         let topics = partitions.map(|partitions| {
-            let entries: Vec<(String, PartitionIndex, ())> = partitions
-                .iter()
-                .map(|(topic, partition)| (topic.clone(), *partition, ()))
-                .collect();
-            by_topic(&entries)
+            partition_indexes_by_topic(partitions)
                 .into_iter()
-                .map(|(topic, partitions)| {
+                .map(|(topic, indexes)| {
                     ListPartitionReassignmentsTopics::default()
                         .with_name(topic_name(&topic))
-                        .with_partition_indexes(partitions.iter().map(|(p, ())| p.0).collect())
+                        .with_partition_indexes(indexes)
                 })
                 .collect::<Vec<_>>()
         });

@@ -26,10 +26,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::submit_expecting;
 use super::{encode, text};
 use crate::broker::Broker;
 use crate::connection::Outcome;
-use crate::errors::metadata_error_code;
 
 pub const VERSIONS: ApiVersionRange =
     ApiVersionRange::new(ApiKey::AlterPartitionReassignments, 0, 1);
@@ -77,27 +77,22 @@ pub async fn handle(
         }
     }
     if !submitted.is_empty() {
-        let results = match broker
-            .submit(Command::AlterPartitionReassignments {
-                reassignments: submitted.clone(),
-            })
-            .await
-        {
-            Ok(CommandReply::AlterPartitionReassignments(results)) => results,
-            Ok(other) => {
-                tracing::error!(reply = ?other, "AlterPartitionReassignments got another reply");
-                return refuse(
-                    request,
-                    version,
-                    correlation_id,
-                    ErrorCode::UnknownServerError,
-                );
-            }
-            Err(error) => {
-                tracing::warn!(%error, "partition reassignment failed");
-                let code = metadata_error_code(&error);
-                return refuse(request, version, correlation_id, code);
-            }
+        let command = Command::AlterPartitionReassignments {
+            reassignments: submitted.clone(),
+        };
+        let taken = submit_expecting(
+            &broker,
+            command,
+            "partition reassignment",
+            |reply| match reply {
+                CommandReply::AlterPartitionReassignments(results) => Ok(results),
+                other => Err(other),
+            },
+        )
+        .await;
+        let results = match taken {
+            Ok(results) => results,
+            Err(code) => return refuse(request, version, correlation_id, code),
         };
         // The controller answers the submitted entries one by one, in order.
         let mut results = results.into_iter();

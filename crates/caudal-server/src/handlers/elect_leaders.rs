@@ -20,10 +20,10 @@ use caudal_protocol::{ApiKey, ErrorCode, RequestKind, ResponseKind};
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 
+use super::submit_expecting;
 use super::{encode, text};
 use crate::broker::Broker;
 use crate::connection::Outcome;
-use crate::errors::metadata_error_code;
 
 pub const VERSIONS: ApiVersionRange = ApiVersionRange::new(ApiKey::ElectLeaders, 0, 2);
 
@@ -59,28 +59,18 @@ pub async fn handle(
     let results = if targets.is_empty() {
         Vec::new()
     } else {
-        match broker
-            .submit(Command::ElectLeaders {
-                election_type,
-                partitions: Some(targets.clone()),
-            })
-            .await
+        let command = Command::ElectLeaders {
+            election_type,
+            partitions: Some(targets.clone()),
+        };
+        match submit_expecting(&broker, command, "leader election", |reply| match reply {
+            CommandReply::ElectLeaders(results) => Ok(results),
+            other => Err(other),
+        })
+        .await
         {
-            Ok(CommandReply::ElectLeaders(results)) => results,
-            Ok(other) => {
-                tracing::error!(reply = ?other, "ElectLeaders got another command's reply");
-                return refuse(
-                    request,
-                    version,
-                    correlation_id,
-                    ErrorCode::UnknownServerError,
-                );
-            }
-            Err(error) => {
-                tracing::warn!(%error, "leader election failed");
-                let code = metadata_error_code(&error);
-                return refuse(request, version, correlation_id, code);
-            }
+            Ok(results) => results,
+            Err(code) => return refuse(request, version, correlation_id, code),
         }
     };
     for result in &results {

@@ -307,17 +307,38 @@ fn read_for_follower(
         .with_preferred_read_replica(BrokerId(-1));
     let start_offset = match outcome.read {
         FetchRead::Diverging(diverging) => {
-            return base.with_records(Some(Bytes::new())).with_diverging_epoch(
-                EpochEndOffset::default()
-                    .with_epoch(diverging.leader_epoch.0)
-                    .with_end_offset(diverging.end_offset.0),
-            );
+            return diverging_answer(base, diverging.leader_epoch, diverging.end_offset);
         }
         FetchRead::Records { start_offset } => start_offset,
     };
-    let log = &partition.log;
     let bytes_max = target.partition_max_bytes.min(remaining);
-    match log.read(start_offset, bytes_max, log.log_end_offset(), first_data) {
+    let end = partition.log.log_end_offset();
+    read_into(base, partition, start_offset, bytes_max, end, first_data)
+}
+
+/// No records, and the epoch and end offset where the fetcher's log diverges from this one.
+fn diverging_answer(base: PartitionData, epoch: LeaderEpoch, end_offset: Offset) -> PartitionData {
+    base.with_records(Some(Bytes::new())).with_diverging_epoch(
+        EpochEndOffset::default()
+            .with_epoch(epoch.0)
+            .with_end_offset(end_offset.0),
+    )
+}
+
+/// Reads whole batches from `start` below `upper_bound` into `base`; a read error becomes the
+/// partition's error code (logged when the directory failed).
+fn read_into(
+    base: PartitionData,
+    partition: &Partition,
+    start: Offset,
+    bytes_max: usize,
+    upper_bound: Offset,
+    first_data: bool,
+) -> PartitionData {
+    match partition
+        .log
+        .read(start, bytes_max, upper_bound, first_data)
+    {
         Ok(read) => base.with_error_code(0).with_records(Some(read.records)),
         Err(error) => {
             let code = storage_error_code(&error);
@@ -358,11 +379,7 @@ fn read_one(
             log.end_offset_for_epoch(LeaderEpoch(target.last_fetched_epoch))
         && (end_offset < target.fetch_offset || epoch.0 < target.last_fetched_epoch)
     {
-        return base.with_records(Some(Bytes::new())).with_diverging_epoch(
-            EpochEndOffset::default()
-                .with_epoch(epoch.0)
-                .with_end_offset(end_offset.0),
-        );
+        return diverging_answer(base, epoch, end_offset);
     }
     let upper_bound = if read_committed {
         last_stable_offset
@@ -370,17 +387,8 @@ fn read_one(
         high_watermark
     };
     let bytes_max = target.partition_max_bytes.min(remaining);
-    match log.read(target.fetch_offset, bytes_max, upper_bound, first_data) {
-        Ok(read) => base.with_error_code(0).with_records(Some(read.records)),
-        Err(error) => {
-            let code = storage_error_code(&error);
-            if code == ErrorCode::KafkaStorageError {
-                tracing::error!(partition = %partition.topic_partition, %error, "read failed");
-            }
-            base.with_error_code(code.code())
-                .with_records(Some(Bytes::new()))
-        }
-    }
+    let start = target.fetch_offset;
+    read_into(base, partition, start, bytes_max, upper_bound, first_data)
 }
 
 fn respond(

@@ -113,6 +113,30 @@ where
 }
 
 /// Turns a message into the `StrBytes` the codec wants.
+/// Submits `command` and takes its reply with `take`, which returns the reply back when it is of
+/// another kind (a controller bug: UNKNOWN_SERVER_ERROR). A refused or unanswered command becomes
+/// the error code the request answers with (`metadata_error_code`). `what` names the request in
+/// the log.
+pub async fn submit_expecting<T>(
+    broker: &Arc<Broker>,
+    command: caudal_controller::command::Command,
+    what: &str,
+    take: impl FnOnce(
+        caudal_controller::command::CommandReply,
+    ) -> Result<T, caudal_controller::command::CommandReply>,
+) -> Result<T, ErrorCode> {
+    match broker.submit(command).await {
+        Ok(reply) => take(reply).map_err(|other| {
+            tracing::error!(reply = ?other, "{what} got another command's reply");
+            ErrorCode::UnknownServerError
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "{what} failed");
+            Err(crate::errors::metadata_error_code(&error))
+        }
+    }
+}
+
 pub fn text(message: impl Into<String>) -> StrBytes {
     StrBytes::from_string(message.into())
 }
