@@ -32,6 +32,8 @@ use crate::command::{Command, CommandReply};
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The longest such wait.
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Consecutive failed fetches between warnings.
+const FAILURES_WARN: u32 = 20;
 /// How long a fetch may wait for its answer beyond the controller's long-poll wait.
 const FETCH_SLACK: Duration = Duration::from_secs(5);
 
@@ -226,12 +228,14 @@ async fn follow(shared: Arc<Shared>) {
     let mut current = 0usize;
     let mut connection: Option<TcpStream> = None;
     let mut backoff = BACKOFF_MIN;
+    let mut failures = 0u32;
     loop {
         let (node, addr) = shared.voters[current % shared.voters.len()];
         let after = shared.image.borrow().last_applied;
         match fetch(&mut connection, addr, after).await {
             Ok(update) => {
                 backoff = BACKOFF_MIN;
+                failures = 0;
                 if let Some(leader) = update.leader {
                     shared.set_leader(Some(leader));
                 }
@@ -265,7 +269,13 @@ async fn follow(shared: Arc<Shared>) {
                 }
             }
             Err(error) => {
-                tracing::debug!(controller = node.0, %addr, %error, "fetching metadata failed; trying the next controller");
+                failures += 1;
+                // Every failure at debug; a run of them (about 10 s) at warn.
+                if failures.is_multiple_of(FAILURES_WARN) {
+                    tracing::warn!(controller = node.0, %addr, %error, failures, "no controller answers metadata fetches; keeping the last image");
+                } else {
+                    tracing::debug!(controller = node.0, %addr, %error, "fetching metadata failed; trying the next controller");
+                }
                 connection = None;
                 current += 1;
                 tokio::time::sleep(backoff).await;
