@@ -10,7 +10,7 @@ use crate::metadata::{MetadataError, MetadataService};
 use caudal_controller::command::{Command, CommandReply};
 use caudal_controller::decisions::{CreatedTopic, NewTopic, TopicDefaults};
 use caudal_controller::quorum::brokers::BrokerHeartbeatReply;
-use caudal_controller::quorum::{Quorum, QuorumConfig, QuorumTuning};
+use caudal_controller::quorum::{Observer, Quorum, QuorumConfig, QuorumTuning};
 use caudal_controller::{Controller, ControllerError};
 use caudal_metadata::config::{BrokerLayers, ResolvedConfig, resolve_topic_configs};
 use caudal_metadata::{ConfigResource, MetadataImage};
@@ -523,9 +523,7 @@ pub struct BrokerHandle {
 impl BrokerHandle {
     /// Stops accepting, closes connections, waits for tasks, and closes the logs cleanly.
     pub async fn shutdown(self) -> Result<(), StorageError> {
-        if matches!(self.broker.metadata, MetadataService::Quorum(_))
-            && self.broker.config.controlled_shutdown
-        {
+        if self.broker.metadata.is_clustered() && self.broker.config.controlled_shutdown {
             controlled_shutdown(&self.broker).await;
         }
         self.broker.shutdown.cancel();
@@ -655,7 +653,31 @@ pub async fn start_quorum(config: &BrokerConfig) -> Result<Arc<Quorum>, StartErr
         controller_address = %listen, voters = cluster.voters.len(),
         "controller started; waiting for the metadata quorum"
     );
-    let mut images = quorum.subscribe();
+    wait_for_cluster_id(quorum.subscribe(), || quorum.leader()).await?;
+    Ok(Arc::new(quorum))
+}
+
+/// Starts following the metadata quorum as a broker without the controller role (a Raft
+/// observer: no vote, no Raft log) and waits until the first image with a cluster id arrives
+/// from a controller. Waits as long as it takes, saying so every 10 s.
+pub async fn start_observer(config: &BrokerConfig) -> Result<Arc<Observer>, StartError> {
+    let cluster = config.cluster.as_ref().ok_or_else(|| {
+        StartError::Cluster("no controller.quorum.voters: this is a single node".into())
+    })?;
+    let observer = Observer::start(cluster.voters.clone());
+    tracing::info!(
+        voters = cluster.voters.len(),
+        "broker without the controller role; waiting for the metadata quorum's image"
+    );
+    wait_for_cluster_id(observer.subscribe(), || observer.leader()).await?;
+    Ok(Arc::new(observer))
+}
+
+/// Waits until an image with a cluster id is published on `images`, logging every 10 s.
+async fn wait_for_cluster_id(
+    mut images: tokio::sync::watch::Receiver<Arc<MetadataImage>>,
+    leader: impl Fn() -> Option<caudal_model::NodeId>,
+) -> Result<(), StartError> {
     let mut waited = 0u64;
     while images.borrow_and_update().cluster_id.is_none() {
         match tokio::time::timeout(Duration::from_secs(10), images.changed()).await {
@@ -666,13 +688,13 @@ pub async fn start_quorum(config: &BrokerConfig) -> Result<Arc<Quorum>, StartErr
             Err(_) => {
                 waited += 10;
                 tracing::info!(
-                    waited_s = waited, leader = ?quorum.leader(),
+                    waited_s = waited, leader = ?leader(),
                     "still waiting for the metadata quorum (a majority of the voters must run)"
                 );
             }
         }
     }
-    Ok(Arc::new(quorum))
+    Ok(())
 }
 
 /// Registers this broker with the active controller, retrying until it answers.
@@ -731,12 +753,7 @@ pub async fn start_with(
             ));
         }
         (None, Some(cluster)) if cluster.controller_listen.is_none() => {
-            return Err(StartError::Cluster(
-                "a broker without the controller role (process.roles=broker) is not supported \
-                 yet: it would follow the metadata log as a non-voting observer; run every node \
-                 as broker,controller"
-                    .into(),
-            ));
+            Some(MetadataService::Observer(start_observer(&config).await?))
         }
         (None, Some(_)) => Some(MetadataService::Quorum(start_quorum(&config).await?)),
         (None, None) => None,

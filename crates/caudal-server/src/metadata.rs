@@ -7,6 +7,9 @@
 //! - [`MetadataService::Quorum`]: this node is a controller of the Raft metadata quorum
 //!   (`docs/quorum.md`); commands are run by the active controller, forwarded to it when that is
 //!   another node.
+//! - [`MetadataService::Observer`]: this node is a broker without the controller role; it follows
+//!   the controllers' committed image (FetchMetadata long polls) and sends its commands to the
+//!   active controller.
 //!
 //! Every write is a typed [`Command`] (so a controller that is not the active one can forward it);
 //! every broker follows the images it is given through [`MetadataService::subscribe`]; a write
@@ -16,7 +19,7 @@ use std::sync::Arc;
 
 use caudal_controller::command::{Command, CommandReply};
 use caudal_controller::controller::NodeRegistration;
-use caudal_controller::quorum::{Quorum, SubmitError};
+use caudal_controller::quorum::{Observer, Quorum, SubmitError};
 use caudal_controller::{Controller, ControllerError};
 use caudal_metadata::MetadataImage;
 use caudal_model::NodeId;
@@ -29,6 +32,8 @@ pub enum MetadataService {
     Local(Arc<Controller>),
     /// A controller of the metadata quorum.
     Quorum(Arc<Quorum>),
+    /// A broker-only node following the metadata quorum.
+    Observer(Arc<Observer>),
 }
 
 /// Why a metadata write did not happen (or may not have).
@@ -48,6 +53,7 @@ impl MetadataService {
         match self {
             Self::Local(controller) => controller.image(),
             Self::Quorum(quorum) => quorum.image(),
+            Self::Observer(observer) => observer.image(),
         }
     }
 
@@ -56,6 +62,7 @@ impl MetadataService {
         match self {
             Self::Local(controller) => controller.subscribe(),
             Self::Quorum(quorum) => quorum.subscribe(),
+            Self::Observer(observer) => observer.subscribe(),
         }
     }
 
@@ -65,6 +72,7 @@ impl MetadataService {
         match self {
             Self::Local(_) => Some(asking),
             Self::Quorum(quorum) => quorum.leader(),
+            Self::Observer(observer) => observer.leader(),
         }
     }
 
@@ -80,22 +88,24 @@ impl MetadataService {
                     Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
                 }
             }
-            Self::Quorum(quorum) => quorum.submit(command).await.map_err(|error| match error {
-                SubmitError::Rejected(error) => {
-                    MetadataError::Rejected(error.into_controller_error())
-                }
-                SubmitError::Unavailable(reason) => MetadataError::Unavailable(reason),
-                SubmitError::ShutDown => {
-                    MetadataError::Unavailable("the metadata quorum is shut down".into())
-                }
-            }),
+            Self::Quorum(quorum) => quorum.submit(command).await.map_err(submit_error),
+            Self::Observer(observer) => observer.submit(command).await.map_err(submit_error),
         }
     }
 
-    /// Stops the quorum member, if this service is one (after the broker has stopped).
+    /// Whether this broker's metadata comes from a quorum (as a controller or an observer), so it
+    /// registers, heartbeats and shuts down under the active controller's control.
+    pub fn is_clustered(&self) -> bool {
+        !matches!(self, Self::Local(_))
+    }
+
+    /// Stops the quorum member or observer, if this service is one (after the broker has
+    /// stopped).
     pub async fn shutdown(&self) {
-        if let Self::Quorum(quorum) = self {
-            quorum.shutdown().await;
+        match self {
+            Self::Local(_) => {}
+            Self::Quorum(quorum) => quorum.shutdown().await,
+            Self::Observer(observer) => observer.shutdown().await,
         }
     }
 
@@ -109,5 +119,15 @@ impl MetadataService {
         })
         .await
         .map(|_| ())
+    }
+}
+
+fn submit_error(error: SubmitError) -> MetadataError {
+    match error {
+        SubmitError::Rejected(error) => MetadataError::Rejected(error.into_controller_error()),
+        SubmitError::Unavailable(reason) => MetadataError::Unavailable(reason),
+        SubmitError::ShutDown => {
+            MetadataError::Unavailable("the metadata quorum is shut down".into())
+        }
     }
 }

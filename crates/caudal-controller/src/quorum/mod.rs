@@ -6,6 +6,8 @@
 //! - [`network`]: the controller-to-controller RPCs over TCP.
 //! - [`brokers`]: broker leases (heartbeats, fencing) and the leadership changes they cause.
 //! - [`Quorum`]: what the server uses: start, read/subscribe to the image, write a decision.
+//! - [`observer`]: a broker without the controller role: follows the committed image through
+//!   any controller (FetchMetadata long polls) and sends its commands to the leader.
 //!
 //! Invariants: one controller decision is one Raft entry (a batch of records), so it applies
 //! atomically; a decision runs only on the leader, against an image that includes every entry
@@ -15,6 +17,7 @@
 pub mod brokers;
 pub mod log_store;
 pub mod network;
+pub mod observer;
 pub mod state_machine;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +42,7 @@ use crate::replication::{apply_all, complete_reassignments};
 use brokers::{BrokerLeases, fence_brokers};
 use log_store::{LogStore, LogStoreError};
 use network::Network;
+pub use observer::{Observer, ObserverTuning};
 use state_machine::StateMachineStore;
 
 /// One controller decision: the records it appends, applied together.

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 
 use super::{Core, TypeConfig, WriteError};
 use crate::command::{Command, CommandError, CommandReply};
+use caudal_metadata::MetadataRecord;
 use caudal_model::NodeId;
 use std::sync::Arc;
 
@@ -30,8 +31,10 @@ pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The most controller connections served at once; more are closed on accept. Each peer keeps
 /// one, so this only bounds misbehaving or foreign clients.
 pub const CONNECTIONS_MAX: usize = 64;
+/// How long a controller holds a [`RaftRequest::FetchMetadata`] that has nothing newer to answer.
+pub const FETCH_METADATA_WAIT: Duration = Duration::from_secs(1);
 /// How long connecting to a peer may take before the peer counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A request from one controller to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,6 +44,12 @@ pub enum RaftRequest {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A broker's command, forwarded to the controller believed to be the leader.
     Command(Command),
+    /// An observer (a broker without the controller role) asks for this controller's committed
+    /// image if it has applied more than `after` records; otherwise the controller waits up to
+    /// [`FETCH_METADATA_WAIT`] for a newer one (long poll). Any controller answers.
+    FetchMetadata {
+        after: u64,
+    },
 }
 
 /// The answer to a [`RaftRequest`], of the same kind.
@@ -50,6 +59,25 @@ pub enum RaftReply {
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     Command(Result<CommandReply, ForwardedError>),
+    FetchMetadata(MetadataUpdate),
+}
+
+/// A controller's answer to [`RaftRequest::FetchMetadata`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetadataUpdate {
+    /// The leader the answering controller knows, if any.
+    pub leader: Option<NodeId>,
+    /// The whole image, when it had applied more records than asked for; `None`: no change
+    /// within the wait.
+    pub image: Option<ImageRecords>,
+}
+
+/// A whole image as the records that rebuild it (`state_machine::image_records`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecords {
+    /// `MetadataImage::last_applied` of the image.
+    pub last_applied: u64,
+    pub records: Vec<MetadataRecord>,
 }
 
 /// Why a forwarded command did not succeed on the controller it was sent to.
@@ -169,10 +197,32 @@ async fn answer(mut stream: TcpStream, core: Arc<Core>) -> io::Result<()> {
                     .await
                     .map_err(ForwardedError::from),
             ),
+            RaftRequest::FetchMetadata { after } => {
+                RaftReply::FetchMetadata(metadata_update(&core, after).await)
+            }
         };
         write_frame(&mut stream, &reply).await?;
     }
     Ok(())
+}
+
+/// The committed image for an observer that has `after` records: at once when this controller
+/// has applied more, else after at most [`FETCH_METADATA_WAIT`] for a newer one.
+async fn metadata_update(core: &Core, after: u64) -> MetadataUpdate {
+    let mut images = core.state_machine.subscribe();
+    let _ = tokio::time::timeout(
+        FETCH_METADATA_WAIT,
+        images.wait_for(|image| image.last_applied > after),
+    )
+    .await;
+    let (last_applied, records) = core.state_machine.image_as_records();
+    MetadataUpdate {
+        leader: core.leader(),
+        image: (last_applied > after).then_some(ImageRecords {
+            last_applied,
+            records,
+        }),
+    }
 }
 
 /// Why forwarding a command failed before an answer came back.

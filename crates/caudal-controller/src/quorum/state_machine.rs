@@ -127,23 +127,35 @@ pub struct StateMachineStore {
     image: Arc<watch::Sender<Arc<MetadataImage>>>,
 }
 
-fn restore(body: &SnapshotBody) -> (MetadataImage, BTreeSet<ConfigResource>) {
-    let mut image = body
-        .records
+/// Rebuilds an image from [`image_records`]: folded into an empty image, then stamped with the
+/// count of records the original had applied. Snapshots and observers both rebuild this way, so
+/// they hold the same image as the controller that sent the records.
+pub fn rebuild_image(records: &[MetadataRecord], image_last_applied: u64) -> MetadataImage {
+    let mut image = records
         .iter()
         .fold(MetadataImage::default(), |image, record| {
             image.apply(record)
         });
-    image.last_applied = body.image_last_applied;
-    let resources = body
-        .records
+    image.last_applied = image_last_applied;
+    image
+}
+
+/// The resources that `records` set dynamic configs on.
+pub fn config_resources(records: &[MetadataRecord]) -> BTreeSet<ConfigResource> {
+    records
         .iter()
         .filter_map(|record| match record {
             MetadataRecord::Config { resource, .. } => Some(resource.clone()),
             _ => None,
         })
-        .collect();
-    (image, resources)
+        .collect()
+}
+
+fn restore(body: &SnapshotBody) -> (MetadataImage, BTreeSet<ConfigResource>) {
+    (
+        rebuild_image(&body.records, body.image_last_applied),
+        config_resources(&body.records),
+    )
 }
 
 impl StateMachineStore {
@@ -190,6 +202,16 @@ impl StateMachineStore {
     /// A receiver that sees every image published after this call.
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
         self.image.subscribe()
+    }
+
+    /// The latest applied image as the records that rebuild it, with its `last_applied`
+    /// (consistent: both read under the state machine's lock).
+    pub fn image_as_records(&self) -> (u64, Vec<MetadataRecord>) {
+        let inner = self.inner.lock();
+        (
+            inner.image.last_applied,
+            image_records(&inner.image, &inner.config_resources),
+        )
     }
 }
 
