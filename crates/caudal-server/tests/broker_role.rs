@@ -8,17 +8,13 @@ mod common;
 use std::future::Future;
 use std::time::Duration;
 
-use bytes::Bytes;
 use caudal_model::{NodeId, PartitionIndex, TopicPartition};
 use caudal_protocol::{ApiKey, RequestKind, ResponseKind};
-use caudal_server::{BrokerConfig, BrokerHandle, MetadataService};
-use common::{Client, batch};
+use caudal_server::{BrokerConfig, MetadataService};
+use common::{Client, consume_partition0, produce_to_partition0};
 use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::Compression;
 use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -62,62 +58,6 @@ fn config(
             ("replica.fetch.backoff.ms", "50"),
             ("replica.fetch.wait.max.ms", "100"),
         ],
-    )
-}
-
-async fn produce(broker: &BrokerHandle, topic: &str, records: usize) -> (i16, i64) {
-    let mut client = Client::connect(broker.local_addr).await;
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(topic_name(topic))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(batch(records, Compression::None, None))),
-                ]),
-        ]);
-    let ResponseKind::Produce(response) = client
-        .call(ApiKey::Produce, 9, RequestKind::Produce(request))
-        .await
-    else {
-        panic!("not Produce")
-    };
-    let partition = &response.responses[0].partition_responses[0];
-    (partition.error_code, partition.base_offset)
-}
-
-/// A consumer's fetch from offset 0: (error, high watermark, bytes of records).
-async fn consume(broker: &BrokerHandle, topic: &str) -> (i16, i64, usize) {
-    let mut client = Client::connect(broker.local_addr).await;
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_min_bytes(0)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(topic_name(topic))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
-    let ResponseKind::Fetch(response) = client
-        .call(ApiKey::Fetch, 12, RequestKind::Fetch(request))
-        .await
-    else {
-        panic!("not Fetch")
-    };
-    let data = &response.responses[0].partitions[0];
-    (
-        data.error_code,
-        data.high_watermark,
-        data.records.as_ref().map_or(0, Bytes::len),
     )
 }
 
@@ -210,9 +150,9 @@ async fn a_broker_without_the_controller_role_hosts_leads_and_is_fenced() {
         assert_eq!(registration.leader, NodeId(4));
 
         // It leads: acks=all reaches the followers on the combined nodes, and consumers read it.
-        let (error, base_offset) = produce(&observer, "on-four", 5).await;
+        let (error, base_offset) = produce_to_partition0(&observer, "on-four", -1, 5).await;
         assert_eq!((error, base_offset), (0, 0));
-        let (error, high_watermark, bytes) = consume(&observer, "on-four").await;
+        let (error, high_watermark, bytes) = consume_partition0(&observer, "on-four").await;
         assert_eq!((error, high_watermark), (0, 5));
         assert!(bytes > 0);
         for follower in [&combined[0], &combined[1]] {

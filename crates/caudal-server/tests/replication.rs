@@ -15,13 +15,10 @@ use caudal_model::{
 use caudal_protocol::{ApiKey, ErrorCode, RequestKind, ResponseKind};
 use caudal_replica::{IsrProposal, PartitionEpoch};
 use caudal_server::{BrokerConfig, BrokerHandle, MetadataService};
-use common::{Client, batch, start_shared_cluster};
+use common::{Client, consume_partition0, produce_to_partition0, start_shared_cluster};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::Compression;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -95,62 +92,6 @@ fn node(brokers: &[Option<BrokerHandle>], node_id: NodeId) -> &BrokerHandle {
     brokers[(node_id.0 - 1) as usize]
         .as_ref()
         .expect("broker running")
-}
-
-async fn produce(broker: &BrokerHandle, topic: &str, acks: i16, records: usize) -> (i16, i64) {
-    let mut client = Client::connect(broker.local_addr).await;
-    let request = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(topic_name(topic))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(batch(records, Compression::None, None))),
-                ]),
-        ]);
-    let ResponseKind::Produce(response) = client
-        .call(ApiKey::Produce, 9, RequestKind::Produce(request))
-        .await
-    else {
-        panic!("not Produce")
-    };
-    let partition = &response.responses[0].partition_responses[0];
-    (partition.error_code, partition.base_offset)
-}
-
-/// A consumer's fetch from offset 0: (error, high watermark, bytes of records).
-async fn consume(broker: &BrokerHandle, topic: &str) -> (i16, i64, usize) {
-    let mut client = Client::connect(broker.local_addr).await;
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_min_bytes(0)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(topic_name(topic))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
-    let ResponseKind::Fetch(response) = client
-        .call(ApiKey::Fetch, 12, RequestKind::Fetch(request))
-        .await
-    else {
-        panic!("not Fetch")
-    };
-    let data = &response.responses[0].partitions[0];
-    (
-        data.error_code,
-        data.high_watermark,
-        data.records.as_ref().map_or(0, Bytes::len),
-    )
 }
 
 fn log_end_offset(broker: &BrokerHandle, topic: &str) -> Offset {
@@ -288,7 +229,7 @@ async fn acks_all_reaches_every_replica(extra: &[(&str, &str)]) {
     let leader_handle = node(&brokers, leader);
 
     for round in 0..5 {
-        let (error, base_offset) = produce(leader_handle, "replicated", -1, 4).await;
+        let (error, base_offset) = produce_to_partition0(leader_handle, "replicated", -1, 4).await;
         assert_eq!(error, 0);
         assert_eq!(base_offset, round * 4);
         // Acknowledged with acks=all: the high watermark covers it, so every ISR member has it.
@@ -312,15 +253,15 @@ async fn acks_all_reaches_every_replica(extra: &[(&str, &str)]) {
             "identical logs"
         );
     }
-    let (error, hw, bytes) = consume(leader_handle, "replicated").await;
+    let (error, hw, bytes) = consume_partition0(leader_handle, "replicated").await;
     assert_eq!((error, hw), (0, 20));
     assert_eq!(bytes, leader_log.len());
     // Followers refuse clients.
     for broker in brokers.iter().flatten() {
         if broker.broker.config.node_id != leader {
-            let (error, _, _) = consume(broker, "replicated").await;
+            let (error, _, _) = consume_partition0(broker, "replicated").await;
             assert_eq!(error, ErrorCode::NotLeaderOrFollower.code());
-            let (error, _) = produce(broker, "replicated", -1, 1).await;
+            let (error, _) = produce_to_partition0(broker, "replicated", -1, 1).await;
             assert_eq!(error, ErrorCode::NotLeaderOrFollower.code());
         }
     }
@@ -346,10 +287,20 @@ async fn a_lagging_follower_leaves_the_isr_catches_up_and_rejoins() {
         .find(|replica| **replica != leader)
         .expect("a follower");
 
-    assert_eq!(produce(node(&brokers, leader), "lagging", -1, 3).await.0, 0);
+    assert_eq!(
+        produce_to_partition0(node(&brokers, leader), "lagging", -1, 3)
+            .await
+            .0,
+        0
+    );
     stop(&mut brokers, follower).await;
     for _ in 0..10 {
-        assert_eq!(produce(node(&brokers, leader), "lagging", 1, 5).await.0, 0);
+        assert_eq!(
+            produce_to_partition0(node(&brokers, leader), "lagging", 1, 5)
+                .await
+                .0,
+            0
+        );
     }
     eventually("the stopped follower leaves the ISR", || async {
         let isr = registration(node(&brokers, leader), "lagging").isr;
@@ -357,7 +308,12 @@ async fn a_lagging_follower_leaves_the_isr_catches_up_and_rejoins() {
     })
     .await;
     // With the ISR shrunk, acks=all completes again.
-    assert_eq!(produce(node(&brokers, leader), "lagging", -1, 2).await.0, 0);
+    assert_eq!(
+        produce_to_partition0(node(&brokers, leader), "lagging", -1, 2)
+            .await
+            .0,
+        0
+    );
     let end = log_end_offset(node(&brokers, leader), "lagging");
     assert_eq!(end, Offset(55));
 
@@ -401,19 +357,34 @@ async fn acks_all_below_min_insync_replicas_is_not_enough_replicas() {
         .iter()
         .find(|replica| **replica != leader)
         .unwrap();
-    assert_eq!(produce(node(&brokers, leader), "guarded", -1, 2).await.0, 0);
+    assert_eq!(
+        produce_to_partition0(node(&brokers, leader), "guarded", -1, 2)
+            .await
+            .0,
+        0
+    );
     stop(&mut brokers, follower).await;
     // A follower stopped at the log end is still caught up (Kafka's rule) until records arrive.
-    assert_eq!(produce(node(&brokers, leader), "guarded", 1, 2).await.0, 0);
+    assert_eq!(
+        produce_to_partition0(node(&brokers, leader), "guarded", 1, 2)
+            .await
+            .0,
+        0
+    );
     eventually("the stopped follower leaves the ISR", || async {
         registration(node(&brokers, leader), "guarded").isr == vec![leader]
     })
     .await;
     let before = log_end_offset(node(&brokers, leader), "guarded");
-    let (error, _) = produce(node(&brokers, leader), "guarded", -1, 2).await;
+    let (error, _) = produce_to_partition0(node(&brokers, leader), "guarded", -1, 2).await;
     assert_eq!(error, ErrorCode::NotEnoughReplicas.code());
     assert_eq!(log_end_offset(node(&brokers, leader), "guarded"), before);
-    assert_eq!(produce(node(&brokers, leader), "guarded", 1, 2).await.0, 0);
+    assert_eq!(
+        produce_to_partition0(node(&brokers, leader), "guarded", 1, 2)
+            .await
+            .0,
+        0
+    );
     shutdown_all(brokers).await;
 }
 
@@ -440,7 +411,7 @@ async fn a_new_leader_makes_the_old_one_truncate_its_divergent_tail() {
     // Acknowledged by the whole ISR.
     for _ in 0..3 {
         assert_eq!(
-            produce(node(&brokers, old_leader), "diverging", -1, 4)
+            produce_to_partition0(node(&brokers, old_leader), "diverging", -1, 4)
                 .await
                 .0,
             0
@@ -455,7 +426,7 @@ async fn a_new_leader_makes_the_old_one_truncate_its_divergent_tail() {
     }
     for _ in 0..2 {
         assert_eq!(
-            produce(node(&brokers, old_leader), "diverging", 1, 5)
+            produce_to_partition0(node(&brokers, old_leader), "diverging", 1, 5)
                 .await
                 .0,
             0
@@ -521,7 +492,7 @@ async fn a_new_leader_makes_the_old_one_truncate_its_divergent_tail() {
     .await;
     for _ in 0..2 {
         assert_eq!(
-            produce(node(&brokers, new_leader), "diverging", -1, 3)
+            produce_to_partition0(node(&brokers, new_leader), "diverging", -1, 3)
                 .await
                 .0,
             0

@@ -57,6 +57,73 @@ pub async fn start_shared_cluster(
     brokers
 }
 
+/// Produces `records` records to partition 0 of `topic` with `acks`: (error code, base offset).
+pub async fn produce_to_partition0(
+    broker: &BrokerHandle,
+    topic: &str,
+    acks: i16,
+    records: usize,
+) -> (i16, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    let mut client = Client::connect(broker.local_addr).await;
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch(records, Compression::None, None))),
+                ]),
+        ]);
+    let ResponseKind::Produce(response) = client
+        .call(ApiKey::Produce, 9, RequestKind::Produce(request))
+        .await
+    else {
+        panic!("not Produce")
+    };
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
+
+/// A consumer's fetch of partition 0 of `topic` from offset 0: (error, high watermark, bytes of
+/// records).
+pub async fn consume_partition0(broker: &BrokerHandle, topic: &str) -> (i16, i64, usize) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    let mut client = Client::connect(broker.local_addr).await;
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let ResponseKind::Fetch(response) = client
+        .call(ApiKey::Fetch, 12, RequestKind::Fetch(request))
+        .await
+    else {
+        panic!("not Fetch")
+    };
+    let data = &response.responses[0].partitions[0];
+    (
+        data.error_code,
+        data.high_watermark,
+        data.records.as_ref().map_or(0, Bytes::len),
+    )
+}
+
 pub struct Client {
     framed: Framed<TcpStream, LengthDelimitedCodec>,
     next_correlation_id: i32,
