@@ -96,6 +96,8 @@ pub struct Broker {
     /// Set once the broker asks the controller to move its leaderships away before it stops
     /// (controlled shutdown): every heartbeat from then on says so.
     shutting_down: std::sync::atomic::AtomicBool,
+    /// `last_applied` of the image the last reconcile applied (`u64::MAX`: none yet).
+    reconciled: std::sync::atomic::AtomicU64,
 }
 
 impl Broker {
@@ -140,6 +142,7 @@ impl Broker {
             groups: GroupCoordinator::new(node_id, config_groups, acks_all_fsync),
             tasks: TaskTracker::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            reconciled: std::sync::atomic::AtomicU64::new(u64::MAX),
         });
         let failures = broker.reconcile();
         if !failures.is_empty() {
@@ -183,12 +186,18 @@ impl Broker {
 
     /// Makes the hosted partitions match the metadata image: opens or creates logs for partitions
     /// this node replicates, applies config changes, and deletes logs of removed topics. Called at
-    /// startup and after every metadata write; idempotent. A partition whose log cannot be opened
-    /// or created is reported and marked offline (its requests get KAFKA_STORAGE_ERROR); the rest
-    /// are still hosted.
+    /// startup and for every new image (the writer of an image and the metadata follower both
+    /// ask; an image already applied, with nothing offline to retry, is not gone through again).
+    /// A partition whose log cannot be opened or created is reported and marked offline (its
+    /// requests get KAFKA_STORAGE_ERROR); the rest are still hosted.
     pub fn reconcile(&self) -> Vec<(TopicPartition, StorageError)> {
         let _guard = self.reconcile_lock.lock();
         let image = self.image();
+        if self.reconciled.load(std::sync::atomic::Ordering::Acquire) == image.last_applied
+            && self.offline.read().is_empty()
+        {
+            return Vec::new();
+        }
         let now = now_ms();
         let node_id = self.config.node_id;
         let mut wanted = HashMap::new();
@@ -263,6 +272,8 @@ impl Broker {
                 );
             }
         }
+        self.reconciled
+            .store(image.last_applied, std::sync::atomic::Ordering::Release);
         failures
     }
 
