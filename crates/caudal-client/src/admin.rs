@@ -381,6 +381,29 @@ impl Client {
         }
     }
 
+    /// Sends `request` to the controller (once more after NOT_CONTROLLER) and turns the
+    /// response's top-level error (`top_level`: code and message) into an error named `what`.
+    async fn controller_request<R>(
+        &self,
+        request: &R,
+        what: &'static str,
+        top_level: impl Fn(&R::Response) -> (i16, Option<&StrBytes>),
+    ) -> Result<R::Response, ClientError>
+    where
+        R: caudal_protocol::kafka_protocol::protocol::Request,
+    {
+        self.on_controller(|connection| {
+            let top_level = &top_level;
+            async move {
+                let response = connection.request(request).await?;
+                let (code, message) = top_level(&response);
+                check_code(code, || what.to_owned(), message)?;
+                Ok(response)
+            }
+        })
+        .await
+    }
+
     /// Creates topics; one result per topic, in request order.
     pub async fn create_topics(
         &self,
@@ -1023,17 +1046,8 @@ impl Client {
                     .collect(),
             );
         let response = self
-            .on_controller(|connection| {
-                let request = request.clone();
-                async move {
-                    let response = connection.request(&request).await?;
-                    check_code(
-                        response.error_code,
-                        || "AlterPartitionReassignments".to_owned(),
-                        response.error_message.as_ref(),
-                    )?;
-                    Ok(response)
-                }
+            .controller_request(&request, "AlterPartitionReassignments", |response| {
+                (response.error_code, response.error_message.as_ref())
             })
             .await?;
         let topics: BTreeMap<&str, _> = response
@@ -1084,17 +1098,8 @@ impl Client {
             .with_timeout_ms(timeout_ms(timeout))
             .with_topics(topics);
         let response = self
-            .on_controller(|connection| {
-                let request = request.clone();
-                async move {
-                    let response = connection.request(&request).await?;
-                    check_code(
-                        response.error_code,
-                        || "ListPartitionReassignments".to_owned(),
-                        response.error_message.as_ref(),
-                    )?;
-                    Ok(response)
-                }
+            .controller_request(&request, "ListPartitionReassignments", |response| {
+                (response.error_code, response.error_message.as_ref())
             })
             .await?;
         let nodes = |ids: &[BrokerId]| ids.iter().map(|id| NodeId(id.0)).collect();
